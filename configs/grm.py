@@ -1,0 +1,48 @@
+"""GRM (Xu, Shi et al. ECCV 2024): 4 posed views -> pixel-aligned 3D Gaussians.
+
+Usage: ``--config=configs/grm.py:tiny`` or ``--config=configs/grm.py:variant=paper``.
+Variants: ``tiny`` (trains on a 2-core CPU), ``base`` (12 layers, width 768, 256^2),
+``paper`` (512^2 inputs, 24 layers, width 1024).
+"""
+
+import ml_collections
+
+from configs import common
+
+VARIANTS = ("tiny", "base", "paper")
+
+
+def get_config(arg=None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(arg, variant="tiny", runlocal=False)
+  common.check_choice("variant", arg.variant, VARIANTS)
+  config = common.base_config()
+  config.family = "grm"
+  config.model_name = "grm"
+  config.variant = arg.variant
+
+  config.model = ml_collections.ConfigDict()
+  config.model.variant = arg.variant
+
+  d = config.data
+  d.num_input_views = 4
+  d.num_target_views = 4
+  if arg.variant == "tiny":
+    d.render_size = 64
+    d.input_size = 64
+    d.target_size = 64
+    d.batch_size = 2
+  elif arg.variant == "base":
+    d.render_size = 256
+    d.input_size = 256
+    d.target_size = 256
+    d.batch_size = 8
+  else:  # paper
+    d.render_size = 512
+    d.input_size = 512
+    d.target_size = 512
+    d.batch_size = 256
+  if arg.runlocal:
+    d.render_size = d.input_size = d.target_size = 64
+    d.batch_size = 2
+    config.total_steps = 20
+  return config
