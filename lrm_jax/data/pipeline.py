@@ -1,0 +1,150 @@
+"""The grain input pipeline: view sampling, resize, crops, batching, per-process sharding.
+
+  source -> shuffle(seed) -> repeat -> this process's slice -> sample views (random_map)
+         -> batch(per-process batch) -> iterator (checkpointable) [-> worker processes]
+
+Every random choice comes from grain's per-element generator seeded from ``config.seed``,
+so the stream is a pure function of the config; ``iterator.get_state()`` /
+``set_state()`` (or orbax's ``grain.checkpoint`` args) resume it exactly.
+
+A batch is a dict of numpy arrays (per process)::
+
+  inputs:  images [B, Vi, S, S, 3], masks [B, Vi, S, S, 1], c2w [B, Vi, 4, 4],
+           intrinsics [B, Vi, 4]
+  targets: images [B, Vt, T, T, 3], masks, depths [B, Vt, T, T, 1], c2w, intrinsics
+  scene_id [B]
+
+with ``S = data.input_size`` and ``T = data.target_crop or data.target_size``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grain
+import jax
+import numpy as np
+from PIL import Image
+
+from lrm_jax import cameras as cam
+from lrm_jax.data import sources
+
+
+def resize_image(image: np.ndarray, size: int, resample=Image.BILINEAR) -> np.ndarray:
+  """Resizes a float32 ``[H, W, C]`` image to ``[size, size, C]`` (per channel, in float)."""
+  if image.shape[0] == size and image.shape[1] == size:
+    return image
+  if size < image.shape[0]:
+    resample = Image.BOX  # area averaging: no aliasing when shrinking
+  chans = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c]), mode="F").resize(
+      (size, size), resample), np.float32) for c in range(image.shape[-1])]
+  return np.stack(chans, axis=-1)
+
+
+def resize_depth(depth: np.ndarray, size: int) -> np.ndarray:
+  """Nearest-neighbour resize of ``[H, W, 1]`` depth (never blends surface and background)."""
+  if depth.shape[0] == size:
+    return depth
+  return np.asarray(Image.fromarray(np.ascontiguousarray(depth[..., 0]), mode="F").resize(
+      (size, size), Image.NEAREST), np.float32)[..., None]
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewSampler:
+  """A grain random transform: picks input/target views, resizes and crops (picklable).
+
+  Input views are resized to ``input_size``; target views to ``target_size`` and then
+  randomly cropped to ``target_crop`` (0: no crop). Intrinsics follow every resize and crop.
+  With ``fixed_views`` the first ``num_input`` views are inputs and the next ``num_target``
+  are targets (for evaluation).
+  """
+
+  num_input: int
+  num_target: int
+  input_size: int
+  target_size: int
+  target_crop: int = 0
+  fixed_views: bool = False
+
+  def __call__(self, example: dict, rng: np.random.Generator) -> dict:
+    v = example["images"].shape[0]
+    need = self.num_input + self.num_target
+    if need > v:
+      raise ValueError(f"example {int(example['scene_id'])} has {v} views but "
+                       f"{self.num_input} input + {self.num_target} target views were asked "
+                       "for (data.num_input_views + data.num_target_views).")
+    order = np.arange(need) if self.fixed_views else rng.permutation(v)[:need]
+    in_idx, tg_idx = order[:self.num_input], order[self.num_input:]
+    h, w = example["images"].shape[1:3]
+    if h != w:
+      raise ValueError(f"example {int(example['scene_id'])}: views are {w}x{h}; the pipeline "
+                       "needs square views (folder sources centre-crop when render_size is set).")
+    inputs = self._views(example, in_idx, self.input_size, 0, rng, with_depth=False)
+    targets = self._views(example, tg_idx, self.target_size, self.target_crop, rng,
+                          with_depth=True)
+    return {"inputs": inputs, "targets": targets,
+            "scene_id": np.asarray(example["scene_id"], np.int64)}
+
+  def _views(self, ex, idx, size, crop, rng, with_depth):
+    h = ex["images"].shape[1]
+    images = np.stack([resize_image(ex["images"][i], size) for i in idx])
+    masks = np.stack([resize_image(ex["masks"][i], size) for i in idx])
+    intr = cam.resize_intrinsics(ex["intrinsics"][idx], (h, h), (size, size))
+    out = {"images": images, "masks": masks, "c2w": ex["c2w"][idx].astype(np.float32)}
+    if with_depth:
+      out["depths"] = np.stack([resize_depth(ex["depths"][i], size) for i in idx])
+    if crop and crop < size:
+      tops = rng.integers(0, size - crop + 1, size=len(idx))
+      lefts = rng.integers(0, size - crop + 1, size=len(idx))
+      for key in [k for k in ("images", "masks", "depths") if k in out]:
+        out[key] = np.stack([a[t:t + crop, l:l + crop]
+                             for a, t, l in zip(out[key], tops, lefts)])
+      intr = cam.crop_intrinsics(intr, tops.astype(np.float32), lefts.astype(np.float32))
+    out["intrinsics"] = intr.astype(np.float32)
+    return out
+
+
+def sampler_from_config(data_config, fixed_views: bool = False) -> ViewSampler:
+  d = data_config
+  return ViewSampler(d.num_input_views, d.num_target_views, d.input_size, d.target_size,
+                     d.target_crop, fixed_views)
+
+
+def per_process_batch_size(global_batch: int) -> int:
+  n = jax.process_count()
+  if global_batch % n:
+    raise ValueError(f"data.batch_size={global_batch} is not divisible by the "
+                     f"{n} processes.")
+  return global_batch // n
+
+
+def make_dataset(config, split: str = "train", source=None) -> grain.MapDataset:
+  """The (infinite for train) per-process MapDataset of batches for ``config``."""
+  d = config.data
+  if source is None:
+    source = sources.make_source(d.source, d, split=split, seed=config.seed)
+  train = split == "train"
+  ds = grain.MapDataset.source(source)
+  if train and d.shuffle:
+    ds = ds.shuffle(seed=config.seed)
+  if train:
+    ds = ds.repeat(None)
+  # Each process reads its own disjoint slice (grain.ShardByJaxProcess semantics).
+  ds = ds[jax.process_index()::jax.process_count()]
+  ds = ds.random_map(sampler_from_config(d, fixed_views=not train), seed=config.seed + 1)
+  bs = per_process_batch_size(d.batch_size)
+  return ds.batch(bs, drop_remainder=train)
+
+
+def make_iterator(config, split: str = "train", source=None):
+  """A checkpointable iterator of per-process batches (worker processes if configured)."""
+  ds = make_dataset(config, split, source).to_iter_dataset()
+  if config.data.num_workers > 0:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.num_workers))
+  return iter(ds)
+
+
+def batch_cameras(views: dict) -> cam.Cameras:
+  """``Cameras [B, V]`` of the ``inputs`` or ``targets`` part of a batch."""
+  size = views["images"].shape[-2]
+  return cam.Cameras(views["c2w"], views["intrinsics"], views["images"].shape[-3], size)

@@ -1,0 +1,112 @@
+"""grain random-access sources, chosen by a spec string.
+
+  synthetic                  procedural objects rendered exactly (the embedded default)
+  mesh:PATH.obj              a textured mesh rendered from random cameras
+  folder:DIR                 posed images on disk (transforms.json, opencv_cameras.json, OpenLRM)
+  tfds:NAME[:DATA_DIR]       an ArrayRecord dataset written by lrm_jax.data.tfds_builder
+
+Every source returns the example dicts documented in :mod:`lrm_jax.data`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from lrm_jax.data import folder as folder_lib
+
+SPLITS = ("train", "eval", "test")
+
+
+class Subset:
+  """A random-access view of some indices of another source (picklable)."""
+
+  def __init__(self, source, indices):
+    self.source = source
+    self.indices = list(indices)
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, idx: int) -> dict:
+    return self.source[self.indices[idx]]
+
+  def __repr__(self) -> str:
+    return f"Subset({self.source!r}, {len(self.indices)} of {len(self.source)})"
+
+
+def _check_split(split: str) -> str:
+  if split not in SPLITS:
+    raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}.")
+  return split
+
+
+def make_source(spec: str, data_config, split: str = "train", seed: int = 0):
+  """A random-access source for ``spec`` (see module docstring) and ``split``.
+
+  ``data_config`` is a config's ``data`` section (``render_size``, ``views_per_scene``,
+  ``background``, camera ranges, ...). Train, eval and test splits never share a scene:
+  synthetic and mesh sources seed them apart; folder sources hold out the last
+  ``eval_fraction`` of the scenes (a single-scene folder is used for every split).
+  """
+  _check_split(split)
+  d = data_config
+  kind, _, arg = spec.partition(":")
+  if kind == "synthetic":
+    from lrm_jax.data.synthetic import SyntheticObjects
+    n = d.num_train_scenes if split == "train" else d.num_eval_scenes
+    return SyntheticObjects(split="val" if split == "eval" else split, num_scenes=n,
+                            views_per_scene=d.views_per_scene, resolution=d.render_size,
+                            background=tuple(d.background),
+                            camera_radius=tuple(d.camera_radius), fov_deg=tuple(d.fov_deg),
+                            seed=seed)
+  if kind == "mesh":
+    if not arg:
+      raise ValueError("source 'mesh:PATH.obj' needs a path.")
+    if not os.path.isfile(arg):
+      raise FileNotFoundError(f"mesh source: {arg} does not exist.")
+    from lrm_jax.data.meshes import MeshViews
+    n = d.num_train_scenes if split == "train" else d.num_eval_scenes
+    return MeshViews(arg, split="val" if split == "eval" else split, num_scenes=n,
+                     views_per_scene=d.views_per_scene, resolution=d.render_size,
+                     background=tuple(d.background), camera_radius=tuple(d.camera_radius),
+                     fov_deg=tuple(d.fov_deg), seed=seed, up_axis=d.up_axis)
+  if kind == "folder":
+    if not arg:
+      raise ValueError("source 'folder:DIR' needs a folder.")
+    src = folder_lib.FolderScenes(arg, resolution=d.render_size, background=tuple(d.background))
+    n = len(src)
+    if n == 1:
+      return src
+    n_eval = max(1, int(round(n * d.eval_fraction)))
+    idx = range(n - n_eval) if split == "train" else range(n - n_eval, n)
+    return Subset(src, idx)
+  if kind == "tfds":
+    from lrm_jax.data.tfds_builder import TfdsScenes
+    name, _, data_dir = arg.partition(":")
+    if not name:
+      raise ValueError("source 'tfds:NAME[:DATA_DIR]' needs a dataset name.")
+    return TfdsScenes(name, "train" if split == "train" else "validation", data_dir or None)
+  raise ValueError(f"unknown data source {spec!r}; expected synthetic, mesh:PATH.obj, "
+                   "folder:DIR or tfds:NAME[:DATA_DIR].")
+
+
+def load_cameras(root: str):
+  """Cameras of a scene folder in any supported layout, for rendering.
+
+  Returns ``(names [V], c2w [V, 4, 4] OpenCV, intrinsics [V, 4] pixels, height, width)``.
+  Images need not exist (only the camera file is read).
+  """
+  scene = folder_lib.read_scene_cameras(root, need_images=False)
+  return scene.names, scene.c2w, scene.intrinsics, scene.height, scene.width
+
+
+def split_views(example: dict, held_out: list[int] | np.ndarray) -> tuple[dict, dict]:
+  """Splits one example's views into (kept, held-out) examples."""
+  v = example["images"].shape[0]
+  held = np.zeros(v, bool)
+  held[np.asarray(held_out, int)] = True
+  pick = lambda m: {k: (x[m] if np.ndim(x) and np.shape(x)[0] == v else x)
+                    for k, x in example.items()}
+  return pick(~held), pick(held)
