@@ -138,6 +138,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = mesh_config()
   c.logical_axis_rules = logical_axis_rules()
 
+  c.loss = ml_collections.ConfigDict(dict(mse=1.0, lpips=1.0, mask=1.0, depth=0.0,
+                                         opacity=0.0, tv=0.0))
+  c.inject_nan_at_step = -1  # testing: make the loss NaN at this step
+
   c.total_steps = 1000
   c.optimizer = ml_collections.ConfigDict(dict(
       lr=4e-4, b1=0.9, b2=0.95, weight_decay=0.05, warmup_steps=100, clip_norm=1.0,

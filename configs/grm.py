@@ -8,8 +8,9 @@ Variants: ``tiny`` (trains on a 2-core CPU), ``base`` (12 layers, width 768, 256
 import ml_collections
 
 from configs import common
+from lrm_jax.models import grm as grm_model
 
-VARIANTS = ("tiny", "base", "paper")
+VARIANTS = tuple(grm_model.VARIANTS)
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
@@ -20,13 +21,12 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.model_name = "grm"
   config.variant = arg.variant
 
-  config.model = ml_collections.ConfigDict()
-  config.model.variant = arg.variant
+  config.model = grm_model.model_config(arg.variant)
 
   d = config.data
   d.num_input_views = 4
   d.num_target_views = 4
-  if arg.variant == "tiny":
+  if arg.variant in ("tiny", "micro"):
     d.render_size = 64
     d.input_size = 64
     d.target_size = 64

@@ -1,0 +1,40 @@
+"""Train (with periodic evaluation) a model family.
+
+  python -m lrm_jax.main --config=configs/grm.py:tiny --workdir=workdirs/grm_tiny
+
+Resumes if the workdir holds a checkpoint. Any config field can be overridden, e.g.
+``--config.total_steps=100 --config.data.source=mesh:../shared/data/cow_mesh/cow.obj``.
+Multi-host: ``--coordinator=HOST:PORT --num_processes=N --process_id=I`` (TPU pods and SLURM
+are detected automatically). See README "Scale out".
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "config file[:args]",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics, evals")
+_COORD = flags.DEFINE_string("coordinator", "", "jax.distributed coordinator HOST:PORT")
+_NPROC = flags.DEFINE_integer("num_processes", 0, "number of processes (with --coordinator)")
+_PID = flags.DEFINE_integer("process_id", -1, "this process's id (with --coordinator)")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  from lrm_jax import parallel
+  parallel.maybe_initialize_distributed(_COORD.value, _NPROC.value, _PID.value)
+  from lrm_jax.train import trainer
+  try:
+    summary = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except trainer.NonFiniteLossError as e:
+    raise SystemExit(f"error: {e}") from e
+  ev = summary.get("eval")
+  if ev:
+    print(f"done: {summary['steps']} steps in {summary['wall_s']:.0f} s; held-out PSNR "
+          f"{ev['psnr']:.2f} dB (baseline {ev['baseline_psnr']:.2f} dB), SSIM {ev['ssim']:.3f}; "
+          f"summary in {_WORKDIR.value}/summary.json")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,87 @@
+"""Training losses: image MSE, perceptual (LPIPS), mask, opacity and depth regularisers.
+
+``image_losses`` compares a renderer's output dict (``rgb``, ``alpha``, ``depth``) with the
+batch's targets. Family-specific terms (TV on triplanes, ...) come from the model module's
+``regularizers``. Weights live in ``config.loss``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import jax
+import jax.numpy as jnp
+
+from lrm_jax.train import lpips as lpips_lib
+
+
+def smooth_l1(x: jax.Array, beta: float = 1.0) -> jax.Array:
+  ax = jnp.abs(x)
+  return jnp.where(ax < beta, 0.5 * ax * ax / beta, ax - 0.5 * beta)
+
+
+def normalized_disparity(depth: jax.Array, valid: jax.Array) -> jax.Array:
+  """Disparity of ``[..., H, W, 1]`` depth, normalised per image to zero median-ish mean
+  and unit mean absolute deviation over valid pixels (scale/shift invariant)."""
+  disp = jnp.where(valid, 1.0 / jnp.maximum(depth, 1e-6), 0.0)
+  n = jnp.maximum(jnp.sum(valid, axis=(-3, -2, -1), keepdims=True), 1.0)
+  mean = jnp.sum(disp, axis=(-3, -2, -1), keepdims=True) / n
+  dev = jnp.sum(jnp.abs(disp - mean) * valid, axis=(-3, -2, -1), keepdims=True) / n
+  return jnp.where(valid, (disp - mean) / jnp.maximum(dev, 1e-6), 0.0)
+
+
+def depth_regularizer(pred_depth, target_depth, mask) -> jax.Array:
+  """Long-LRM's depth term: smooth L1 between normalised disparities on the object."""
+  valid = (mask > 0.5) & (target_depth > 0)
+  d = normalized_disparity(pred_depth, valid) - normalized_disparity(target_depth, valid)
+  n = jnp.maximum(jnp.sum(valid), 1.0)
+  return jnp.sum(smooth_l1(d) * valid) / n
+
+
+class Perceptual:
+  """LPIPS with frozen weights from ``config.lpips_weights``; ``None`` when unset."""
+
+  _warned = False
+
+  @classmethod
+  def from_config(cls, config):
+    path = config.get("lpips_weights", "")
+    if not path:
+      if not cls._warned:
+        logging.warning("config.lpips_weights is empty: the perceptual (LPIPS) loss and "
+                        "metric are off for this run.")
+        print("note: perceptual loss off (no config.lpips_weights given).")
+        cls._warned = True
+      return None
+    return lpips_lib.lpips_fn(lpips_lib.load_params(path))
+
+
+def image_losses(rendered: dict, targets: dict, weights, perceptual=None) -> dict:
+  """Loss terms (scalars) of a render against targets; ``total`` is their weighted sum.
+
+  Args:
+    rendered: ``rgb [B, V, H, W, 3]``, ``alpha [B, V, H, W, 1]``, ``depth [B, V, H, W, 1]``.
+    targets: ``images``, ``masks`` (and ``depths``) of the same shapes.
+    weights: ``config.loss`` with ``mse, lpips, mask, depth`` weights.
+    perceptual: ``f(x [N, H, W, 3], y) -> [N]`` or None.
+  """
+  rgb, tgt = rendered["rgb"], targets["images"]
+  terms = {"mse": jnp.mean(jnp.square(rgb - tgt))}
+  total = weights.mse * terms["mse"]
+  if weights.mask > 0:
+    terms["mask"] = jnp.mean(jnp.square(rendered["alpha"] - targets["masks"]))
+    total = total + weights.mask * terms["mask"]
+  if weights.lpips > 0 and perceptual is not None:
+    flat = lambda x: x.reshape((-1,) + x.shape[-3:])
+    terms["lpips"] = jnp.mean(perceptual(flat(rgb), flat(tgt)))
+    total = total + weights.lpips * terms["lpips"]
+  if weights.depth > 0 and "depths" in targets:
+    terms["depth"] = depth_regularizer(rendered["depth"], targets["depths"], targets["masks"])
+    total = total + weights.depth * terms["depth"]
+  terms["total"] = total
+  return terms
+
+
+def opacity_regularizer(opacities: jax.Array) -> jax.Array:
+  """Long-LRM's opacity term: mean activated opacity (pushes unused Gaussians to vanish)."""
+  return jnp.mean(opacities)

@@ -1,0 +1,114 @@
+"""Model, optimiser and train state, built the same way by train, evaluate, reconstruct
+and aot: eval_shape -> logical shardings -> ``jit(init, out_shardings=...)``."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lrm_jax import cameras as cam
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # [] int32
+  params: Any
+  opt_state: Any
+
+
+def model_module(config):
+  """The family module ``lrm_jax.models.<config.model_name>`` (exports ``Model``)."""
+  return importlib.import_module(f"lrm_jax.models.{config.model_name}")
+
+
+def build_model(config):
+  module = model_module(config)
+  return module, module.Model(config.model)
+
+
+def make_schedule(config) -> optax.Schedule:
+  """Linear warmup to ``lr`` then cosine decay to ``lr * min_lr_ratio`` at ``total_steps``."""
+  o = config.optimizer
+  warmup = int(min(o.warmup_steps, max(config.total_steps - 1, 1)))
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=o.lr, warmup_steps=warmup,
+      decay_steps=max(config.total_steps, warmup + 1), end_value=o.lr * o.min_lr_ratio)
+
+
+def _decay_mask(params):
+  """Weight decay on matrices and kernels only (not biases, norms or embeddings' scales)."""
+  return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  """AdamW with warmup + cosine and global-norm clipping (values from REFERENCES.md)."""
+  o = config.optimizer
+  return optax.chain(
+      optax.clip_by_global_norm(o.clip_norm),
+      optax.adamw(make_schedule(config), b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
+                  mask=_decay_mask))
+
+
+def dummy_inputs(config, batch: int = 1) -> tuple[dict, cam.Cameras]:
+  """Input views and target cameras with the config's shapes (for init and AOT)."""
+  d = config.data
+  vi, vt = d.num_input_views, d.num_target_views
+  s = d.input_size
+  t = d.target_crop or d.target_size
+  c2w = cam.orbit_cameras(np.linspace(0, 360, vi + vt, endpoint=False),
+                          np.full(vi + vt, 20.0), 2.3).astype(np.float32)
+  k = cam.intrinsics_from_fov(np.deg2rad(50.0), s, s)
+  kt = cam.intrinsics_from_fov(np.deg2rad(50.0), t, t)
+  inputs = {
+      "images": np.full((batch, vi, s, s, 3), 0.5, np.float32),
+      "masks": np.ones((batch, vi, s, s, 1), np.float32),
+      "c2w": np.broadcast_to(c2w[:vi], (batch, vi, 4, 4)).copy(),
+      "intrinsics": np.broadcast_to(k, (batch, vi, 4)).copy(),
+  }
+  target_cams = cam.Cameras(np.broadcast_to(c2w[vi:], (batch, vt, 4, 4)).copy(),
+                            np.broadcast_to(kt, (batch, vt, 4)).copy(), t, t)
+  return inputs, target_cams
+
+
+def init_variables(model, config, rng):
+  """Boxed (logically partitioned) params of ``model`` for the config's shapes."""
+  inputs, cams = dummy_inputs(config)
+  bg = jnp.asarray(config.data.background, jnp.float32)
+  return model.init({"params": rng, "sample": rng}, inputs, cams, bg, train=False)["params"]
+
+
+def abstract_train_state(model, tx, config, rng):
+  """``(boxed abstract TrainState, init_fn)``; no arrays are materialised."""
+  def init_fn(key):
+    params = init_variables(model, config, key)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  return jax.eval_shape(init_fn, rng), init_fn
+
+
+def state_shardings(abstract_boxed, mesh, rules):
+  """NamedShardings of the unboxed state from the logical axis names on its params."""
+  specs = nn.get_partition_spec(abstract_boxed)
+  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def unboxed_abstract(abstract_boxed, shardings):
+  """ShapeDtypeStructs (with shardings) of the unboxed state: restore targets."""
+  plain = nn.unbox(abstract_boxed)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      plain, shardings)
+
+
+def count_params(params) -> int:
+  return int(sum(np.prod(p.shape) for p in jax.tree.leaves(nn.unbox(params))))
+
+
+def root_key(config) -> jax.Array:
+  """The run's root PRNG key; per-step keys are ``fold_in(root, step)``."""
+  return jax.random.key(config.seed)
