@@ -8,7 +8,7 @@ Multi-host: ``--coordinator=HOST:PORT --num_processes=N --process_id=I`` (TPU po
 are detected automatically). See README "Scale out".
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file[:args]",
@@ -22,6 +22,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   from lrm_jax import parallel
   parallel.maybe_initialize_distributed(_COORD.value, _NPROC.value, _PID.value)
   from lrm_jax.train import trainer

@@ -404,6 +404,7 @@ class FolderScenes:
         "c2w": np.asarray(c2w, np.float32),
         "intrinsics": np.stack(intr).astype(np.float32),
         "scene_id": np.int64(idx),
+        "has_depth": np.float32(0.0),
     }
 
 
