@@ -140,6 +140,9 @@ def make_iterator(config, split: str = "train", source=None):
   """A checkpointable iterator of per-process batches (worker processes if configured)."""
   ds = make_dataset(config, split, source).to_iter_dataset()
   if config.data.num_workers > 0:
+    from absl import flags
+    if not flags.FLAGS.is_parsed():  # grain workers read absl flags (scripts, notebooks)
+      flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.num_workers))
   return iter(ds)
 
