@@ -143,6 +143,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.inject_nan_at_step = -1  # testing: make the loss NaN at this step
 
   c.total_steps = 1000
+  c.stop_at_step = -1  # >0: save and exit at this step (job time limits); resume later
   c.optimizer = ml_collections.ConfigDict(dict(
       lr=4e-4, b1=0.9, b2=0.95, weight_decay=0.05, warmup_steps=100, clip_norm=1.0,
       min_lr_ratio=0.0))

@@ -26,7 +26,15 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   d = config.data
   d.num_input_views = 4
   d.num_target_views = 4
-  if arg.variant in ("tiny", "micro"):
+  if arg.variant == "micro":  # smaller than tiny: end-to-end tests
+    d.render_size = d.input_size = d.target_size = 16
+    d.num_input_views = d.num_target_views = 2
+    d.views_per_scene = 6
+    d.num_eval_scenes = 2
+    d.batch_size = 2
+    config.total_steps = 3
+    config.progress_bar = False
+  elif arg.variant == "tiny":
     d.render_size = 64
     d.input_size = 64
     d.target_size = 64

@@ -30,8 +30,8 @@ VARIANTS = {
     "tiny": dict(patch=8, width=192, depth=4, num_heads=4, up_channels=(96, 48, 32),
                  up_heads=(2, 2, 1), up_blocks=1, window=8),
     # Smaller than tiny, for end-to-end tests.
-    "micro": dict(patch=8, width=32, depth=1, num_heads=2, up_channels=(16, 16, 8),
-                  up_heads=(1, 1, 1), up_blocks=1, window=4),
+    "micro": dict(patch=4, width=32, depth=1, num_heads=2, up_channels=(16, 8),
+                  up_heads=(1, 1), up_blocks=1, window=4),
     # Base: 12 layers, width 768 (ViT-B) at 256^2.
     "base": dict(patch=16, width=768, depth=12, num_heads=12, up_channels=(256, 128, 64, 32),
                  up_heads=(4, 2, 2, 1), up_blocks=1, window=8),

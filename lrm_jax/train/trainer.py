@@ -168,20 +168,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
         pending = (pending_step := step, step_metrics)
         del pending_step
         last = step == config.total_steps
+        stop_now = bool(preempted) or step == config.stop_at_step
         if step % config.eval_every == 0 or last:
           _check_and_log(logger, *pending, images_per_step)
           pending = None
           result = evaluator.run(state.params, step)
           logger.write_eval(step, result)
-        if step % config.checkpoint_every == 0 or last or preempted:
+        if step % config.checkpoint_every == 0 or last or stop_now:
           if pending is not None:
             _check_and_log(logger, *pending, images_per_step)
             pending = None
           ckpt.save(step, state, train_iter)
-        if preempted:
+        if stop_now:
           ckpt.wait()
           if is_main:
-            print(f"SIGTERM: saved checkpoint at step {step}; exiting cleanly.")
+            why = "SIGTERM" if preempted else "stop_at_step"
+            print(f"{why}: saved checkpoint at step {step}; exiting cleanly.")
           break
       if pending is not None:
         _check_and_log(logger, *pending, images_per_step)
@@ -196,7 +198,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         "wall_s": round(time.time() - t_start, 2), "n_params": n_params,
         "preempted": bool(preempted),
     }
-    if not preempted:
+    if step == config.total_steps:
       final = evaluator.last or evaluator.run(state.params, step)
       summary["eval"] = {k: final[k] for k in ("psnr", "ssim", "lpips", "baseline_psnr",
                                               "baseline_background_psnr",
