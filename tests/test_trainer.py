@@ -36,8 +36,14 @@ def assert_trees_equal(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_three_step_run_writes_everything(tmp_path):
-  summary = trainer.train_and_evaluate(micro(total_steps=3), str(tmp_path))
+@pytest.fixture(scope="module")
+def three_step_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("three_steps")
+  return workdir, trainer.train_and_evaluate(micro(total_steps=3), str(workdir))
+
+
+def test_three_step_run_writes_everything(three_step_run):
+  tmp_path, summary = three_step_run
   assert summary["steps"] == 3 and summary["n_params"] > 0
   for key in ("psnr", "ssim", "baseline_psnr", "num_scenes"):
     assert np.isfinite(summary["eval"][key])
@@ -106,3 +112,17 @@ def test_sigterm_then_resume_loses_no_step(tmp_path):
   unbroken = micro(total_steps=total, checkpoint_every=1000)
   trainer.train_and_evaluate(unbroken, str(tmp_path / "unbroken"))
   assert_trees_equal(params_of(tmp_path / "run"), params_of(tmp_path / "unbroken"))
+
+
+def test_reconstruct_writes_a_readable_ply(three_step_run, tmp_path):
+  from lrm_jax import reconstruct
+  from lrm_jax.io import ply
+  from tests import data_fixtures as fx
+  workdir, _ = three_step_run
+  c2w, k = fx.scene_cameras(6, 24, 24)
+  scene = fx.write_opencv(str(tmp_path / "scene"), c2w, k, 24, 24)
+  out = reconstruct.reconstruct(str(workdir), scene, str(tmp_path / "out"), frames=4)
+  g = ply.load_ply(out["gaussians"])
+  assert g.num == out["num_gaussians"] > 0
+  assert np.all(np.isfinite(g.means)) and np.all((g.opacities > 0) & (g.opacities <= 1))
+  assert os.path.isfile(out["views"]) and os.path.isfile(out["turntable"])

@@ -13,12 +13,16 @@ GRM has no public code; sizes follow the paper (REFERENCES.md) where it gives th
 
 from __future__ import annotations
 
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from lrm_jax import cameras as cam
+from lrm_jax.io import ply
 from lrm_jax.models import layers
 from lrm_jax.models.vit import PatchEmbed
 from lrm_jax.render import gaussians as gs
@@ -168,6 +172,20 @@ def regularizers(representation, config) -> dict:
   """Family-specific loss terms (GRM has none beyond the image, mask and opacity terms)."""
   del representation, config
   return {}
+
+
+def export(representation: gs.Gaussians, out_dir: str, model=None, params=None,
+           config=None, min_opacity: float = 0.005) -> dict:
+  """Writes the first scene's Gaussians as a standard 3DGS ``gaussians.ply``.
+
+  Nearly transparent Gaussians (opacity < ``min_opacity``, mostly background pixels) are
+  dropped; they change no rendered pixel by more than that opacity.
+  """
+  del model, params, config
+  scene = jax.tree.map(lambda x: np.asarray(jax.device_get(x))[0], representation)
+  kept = gs.prune_by_threshold(scene, min_opacity)
+  path = ply.save_ply(os.path.join(out_dir, "gaussians.ply"), kept)
+  return {"gaussians": path, "num_gaussians": int(kept.num)}
 
 
 def num_gaussians(image_size: int, views: int) -> int:
