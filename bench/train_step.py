@@ -1,0 +1,115 @@
+"""Train-step speed and MFU of a family config on this machine.
+
+  python bench/train_step.py [--configs configs/grm.py:tiny configs/grm.py:base] [--steps 3]
+
+For each config: compile the trainer's real step (``trainer.make_train_step``) on one batch,
+time it, and report step time, images/s and MFU = (XLA cost-analysis FLOPs of the step) /
+(step time) / (the f32 matmul peak measured in the same run, 2048^3). Also reports the same
+for the model alone (reconstruct forward+backward, no rendering) to separate the two costs.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench import common  # noqa: E402
+from lrm_jax import parallel  # noqa: E402
+from lrm_jax.config_loading import load_config  # noqa: E402
+from lrm_jax.data import pipeline  # noqa: E402
+from lrm_jax.train import state as state_lib  # noqa: E402
+from lrm_jax.train import trainer  # noqa: E402
+
+
+def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  jax.block_until_ready(f(a))
+  best = min(_time(f, a) for _ in range(repeats))
+  return 2 * n ** 3 / best
+
+
+def _time(f, *args) -> float:
+  t0 = time.perf_counter()
+  jax.block_until_ready(f(*args))
+  return time.perf_counter() - t0
+
+
+def flops_of(compiled) -> float:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0]
+  return float(cost.get("flops", 0.0))
+
+
+def bench_config(spec: str, steps: int, batch: int, peak: float):
+  config = load_config(spec, [f"data.batch_size={batch}", "data.num_workers=0"])
+  mesh = parallel.make_mesh(config.mesh)
+  rules = tuple(tuple(r) for r in config.logical_axis_rules)
+  module, model = state_lib.build_model(config)
+  tx = state_lib.make_optimizer(config)
+  local = next(pipeline.make_iterator(config))
+  with mesh, nn.logical_axis_rules(rules):
+    abstract_boxed, init_fn = state_lib.abstract_train_state(model, tx, config, jax.random.key(0))
+    shardings = state_lib.state_shardings(abstract_boxed, mesh, rules)
+    state = jax.jit(lambda k: nn.unbox(init_fn(k)), out_shardings=shardings)(jax.random.key(0))
+    batch_arr = parallel.to_global_batch(local, mesh, rules)
+    step = jax.jit(trainer.make_train_step(model, module, config, tx, None), donate_argnums=0)
+    t0 = time.perf_counter()
+    compiled = step.lower(state, batch_arr).compile()
+    compile_s = time.perf_counter() - t0
+    step_flops = flops_of(compiled)
+    state, _ = compiled(state, batch_arr)
+    jax.block_until_ready(state)
+    times = []
+    for _ in range(steps):
+      t0 = time.perf_counter()
+      state, m = compiled(state, batch_arr)
+      jax.block_until_ready(m)
+      times.append(time.perf_counter() - t0)
+    step_s = float(np.median(times))
+
+    def model_loss(p):
+      g = model.apply({"params": p}, batch_arr["inputs"], method=model.reconstruct)
+      return sum(jnp.mean(x) for x in jax.tree.leaves(g))
+    mgrad = jax.jit(jax.grad(model_loss)).lower(state.params).compile()
+    model_flops = flops_of(mgrad)
+    jax.block_until_ready(mgrad(state.params))
+    model_s = float(np.median([_time(mgrad, state.params) for _ in range(steps)]))
+  d = config.data
+  images = d.batch_size * (d.num_input_views + d.num_target_views)
+  n_params = state_lib.count_params(abstract_boxed.params)
+  return [spec.split("/")[-1], f"{n_params / 1e6:.2f}M", d.batch_size, d.input_size,
+          round(compile_s, 1), round(step_s, 3), round(images / step_s, 1),
+          round(step_flops / 1e9, 2), round(step_flops / step_s / peak, 3),
+          round(model_s, 3), round(model_flops / model_s / peak, 3)]
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--configs", nargs="+",
+                 default=["configs/grm.py:tiny", "configs/grm.py:base"])
+  p.add_argument("--steps", type=int, default=3)
+  p.add_argument("--batch", type=int, default=1, help="global batch per step")
+  p.add_argument("--no-append", action="store_true")
+  args = p.parse_args()
+  peak = matmul_peak()
+  rows = [bench_config(c, args.steps, args.batch, peak) for c in args.configs]
+  common.report(
+      "Train step (trainer.make_train_step)",
+      ["config", "params", "batch", "input", "compile s", "step s", "images/s",
+       "GFLOP/step", "MFU step", "model fwd+bwd s", "MFU model"], rows,
+      notes=f"Matmul peak measured in this run: {peak / 1e9:.1f} GFLOP/s (f32 2048^3). "
+            "MFU = XLA cost-analysis FLOPs / time / peak. 'model' = reconstruct forward + "
+            "backward without rendering.", append=not args.no_append)
+
+
+if __name__ == "__main__":
+  main()
