@@ -1,7 +1,7 @@
 """The grain input pipeline: view sampling, resize, crops, batching, per-process sharding.
 
-  source -> shuffle(seed) -> repeat -> this process's slice -> sample views (random_map)
-         -> batch(per-process batch) -> iterator (checkpointable) [-> worker processes]
+  source -> shuffle(seed) -> repeat -> sample views (random_map) -> batch(per-process
+         batch) -> this process's batches -> iterator (checkpointable) [-> worker processes]
 
 Every random choice comes from grain's per-element generator seeded from ``config.seed``,
 so the stream is a pure function of the config; ``iterator.get_state()`` /
@@ -129,11 +129,18 @@ def make_dataset(config, split: str = "train", source=None) -> grain.MapDataset:
     ds = ds.shuffle(seed=config.seed)
   if train:
     ds = ds.repeat(None)
-  # Each process reads its own disjoint slice (grain.ShardByJaxProcess semantics).
-  ds = ds[jax.process_index()::jax.process_count()]
-  ds = ds.random_map(sampler_from_config(d, fixed_views=not train), seed=config.seed + 1)
+  sampler = sampler_from_config(d, fixed_views=not train)
   bs = per_process_batch_size(d.batch_size)
-  return ds.batch(bs, drop_remainder=train)
+  pi, pc = jax.process_index(), jax.process_count()
+  if train:
+    # Each process reads (and samples views of) only its own rows. Seeding by the global
+    # index and slicing after batching makes process p's batch k rows [p*bs, (p+1)*bs) of
+    # global batch k: the global batch does not depend on the number of processes.
+    ds = ds.random_map(sampler, seed=config.seed + 1).batch(bs, drop_remainder=True)
+    return ds[pi::pc]
+  # Evaluation: a disjoint slice per process, so every process gets as many batches.
+  ds = ds[pi::pc].random_map(sampler, seed=config.seed + 1)
+  return ds.batch(bs, drop_remainder=False)
 
 
 def make_iterator(config, split: str = "train", source=None):

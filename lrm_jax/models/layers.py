@@ -32,8 +32,10 @@ def dense_init(scale: float = 1.0):
 
 
 def constrain(x: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
-  """Logical sharding constraint (a no-op outside a mesh / without rules)."""
-  return nn.with_logical_constraint(x, names)
+  """Logical sharding constraint (a no-op outside ``parallel.use_mesh``); dimensions the
+  rules cannot split evenly on the mesh stay replicated."""
+  from lrm_jax import parallel  # pylint: disable=g-import-not-at-top
+  return parallel.constrain(x, names)
 
 
 class Mlp(nn.Module):

@@ -93,9 +93,10 @@ def abstract_train_state(model, tx, config, rng):
 
 
 def state_shardings(abstract_boxed, mesh, rules):
-  """NamedShardings of the unboxed state from the logical axis names on its params."""
-  specs = nn.get_partition_spec(abstract_boxed)
-  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+  """NamedShardings of the unboxed state from the logical axis names on its params
+  (a dimension the rules cannot split evenly on ``mesh`` is replicated)."""
+  from lrm_jax import parallel  # pylint: disable=g-import-not-at-top
+  return parallel.tree_shardings(abstract_boxed, mesh, rules)
 
 
 def unboxed_abstract(abstract_boxed, shardings):

@@ -120,7 +120,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   rng = state_lib.root_key(config)
   init_rng = jax.random.fold_in(rng, -1 & 0x7FFFFFFF)
 
-  with mesh, nn.logical_axis_rules(rules):
+  with parallel.use_mesh(mesh, rules):
     # ---- Shapes and shardings ------------------------------------------------------------
     abstract_boxed, init_fn = state_lib.abstract_train_state(model, tx, config, init_rng)
     shardings = state_lib.state_shardings(abstract_boxed, mesh, rules)
