@@ -78,8 +78,9 @@ def make_train_step(model, module, config, tx, perceptual):
   return train_step
 
 
-def _restore(config, workdir, ckpt, abstract, abstract_boxed, init, rng, iterator, mesh):
-  """Resume order: the workdir's checkpoint > config.resume > config.init_from > scratch."""
+def _restore(config, module, ckpt, abstract, init, rng, iterator):
+  """Resume order: the workdir's checkpoint > config.resume > config.init_from > scratch
+  (scratch includes pretrained encoder weights when the family has ``load_pretrained``)."""
   if ckpt.latest_step() is not None:
     return ckpt.restore(abstract, iterator), f"workdir checkpoint step {ckpt.latest_step()}"
   if config.resume:
@@ -94,7 +95,10 @@ def _restore(config, workdir, ckpt, abstract, abstract_boxed, init, rng, iterato
     other.close()
     state = state.replace(params=params)
     return state, f"parameters from {config.init_from}"
-  del workdir, abstract_boxed, mesh
+  if hasattr(module, "load_pretrained") and config.model.get("encoder_weights", ""):
+    params = module.load_pretrained(state.params, config)
+    params = jax.tree.map(lambda p, a: jax.device_put(p, a.sharding), params, abstract.params)
+    return state.replace(params=params), f"scratch + encoder {config.model.encoder_weights}"
   return state, "scratch"
 
 
@@ -131,8 +135,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     # ---- Restore -------------------------------------------------------------------------
     ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  keep=config.keep_checkpoints)
-    state, origin = _restore(config, workdir, ckpt, abstract, abstract_boxed, init, init_rng,
-                             train_iter, mesh)
+    state, origin = _restore(config, module, ckpt, abstract, init, init_rng, train_iter)
     start_step = int(jax.device_get(state.step))
     if is_main:
       print(f"{config.family}-{config.variant}: {n_params:,} parameters; mesh "

@@ -1,0 +1,405 @@
+"""LRM (Hong et al. ICLR 2024) / OpenLRM: one image + its camera -> a triplane NeRF.
+
+  image [B, S, S, 3] -> DINO ViT (ImageNet-normalised)           -> tokens [B, T, De]
+  source camera -> 16-d OpenLRM vector -> Linear, SiLU, Linear    -> cond [B, Dc]
+  learned triplane tokens [3 n n, D] -> blocks of
+      [ModLN(cond) -> cross-attn to image tokens, ModLN -> self-attn, ModLN -> MLP x4]
+  -> LayerNorm -> ConvTranspose(k=2, s=2) -> planes [B, 3, 2n, 2n, C]
+  -> NeRF MLP + ray marching (render/triplane.py) for any target cameras.
+
+Canonical frame (OpenLRM's camera normalisation): the triplane lives in the frame where
+the source camera sits at ``(0, -d, 0)`` looking along +y with z up (``d`` its distance
+to the origin). :meth:`Model.reconstruct` returns the rigid ``world_to_canonical``
+transform with the planes, and :meth:`Model.render` moves target cameras by it, so data
+and callers stay in their world frame while the network always sees the same source pose.
+A source image loaded by :mod:`lrm_jax.data.single_image` is already canonical.
+
+Sizes: ``tiny`` (trains on a 2-core CPU), OpenLRM v1.1 ``small``/``base``/``large`` and
+``paper`` (DINO ViT-B/16 at 512^2, 16 x 1024 decoder, 80-channel planes; REFERENCES.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from lrm_jax import cameras as cam
+from lrm_jax.models import layers
+from lrm_jax.models import vit
+from lrm_jax.render import triplane as tp
+
+# Encoder settings: a pretrained name from vit.ENCODERS, or an explicit from-scratch ViT.
+_SCRATCH_TINY = dict(name="scratch", patch=8, width=128, depth=2, num_heads=4, mlp_dim=512,
+                     num_registers=0, layer_scale=False, epsilon=1e-6, pos_grid=0,
+                     pos_antialias=False, pos_offset=0.0)
+
+# variant -> sizes. OpenLRM v1.1 (configs/*-1.1.yaml): small/base/large; paper: LRM.
+VARIANTS = {
+    # CPU-trainable: 64^2 input, 8x8 patches of 8, 3 x 8 x 8 triplane tokens -> 16^2 planes.
+    # The NeRF MLP is 32 wide and rays get 24 + 24 samples: ray marching dominates the
+    # step on a CPU.
+    "tiny": dict(encoder=_SCRATCH_TINY, camera_embed_dim=64, width=128, depth=3,
+                 num_heads=4, triplane_tokens=8, triplane_channels=16, num_coarse=24,
+                 num_fine=24, nerf_hidden=32, mesh_resolution=128),
+    "small": dict(encoder="dinov2_vits14_reg", camera_embed_dim=1024, width=512, depth=12,
+                  num_heads=8, triplane_tokens=32, triplane_channels=32, num_coarse=48,
+                  num_fine=48, mesh_resolution=256),
+    "base": dict(encoder="dinov2_vitb14_reg", camera_embed_dim=1024, width=768, depth=12,
+                 num_heads=12, triplane_tokens=32, triplane_channels=48, num_coarse=48,
+                 num_fine=48, mesh_resolution=256),
+    "large": dict(encoder="dinov2_vitb14_reg", camera_embed_dim=1024, width=1024, depth=16,
+                  num_heads=16, triplane_tokens=32, triplane_channels=80, num_coarse=64,
+                  num_fine=64, mesh_resolution=256),
+    "paper": dict(encoder="dino_vitb16", camera_embed_dim=1024, width=1024, depth=16,
+                  num_heads=16, triplane_tokens=32, triplane_channels=80, num_coarse=64,
+                  num_fine=64, mesh_resolution=256),
+}
+
+
+def encoder_config(spec) -> ml_collections.ConfigDict:
+  """The ``model.encoder`` section: a pretrained encoder's name or explicit settings.
+
+  ``keep_registers=False`` drops the register tokens from the image tokens the decoder
+  attends to (OpenLRM v1.1's DINOv2 wrapper keeps only cls + patches).
+  """
+  settings = dict(name=spec, **vit.dino_settings(spec)) if isinstance(spec, str) else spec
+  return ml_collections.ConfigDict(dict(dict(keep_registers=True), **settings))
+
+
+def model_config(variant: str) -> ml_collections.ConfigDict:
+  """The ``config.model`` section for an LRM variant."""
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown LRM variant {variant!r}; choose one of {sorted(VARIANTS)}.")
+  v = dict(VARIANTS[variant])
+  c = ml_collections.ConfigDict()
+  c.variant = variant
+  c.encoder = encoder_config(v.pop("encoder"))
+  c.encoder_weights = ""  # local DINO weights for load_pretrained ("" = from scratch)
+  c.mlp_ratio = 4.0
+  c.nerf_hidden = 64  # OpenLRM's 4-layer, 64-wide ReLU decoder
+  c.nerf_layers = 4
+  c.box_radius = 1.0
+  c.ray_chunk = 8192  # rays per lax.map step per scene
+  c.render_remat = variant != "tiny"  # recompute ray chunks in the backward pass
+  c.canonicalize = True  # OpenLRM camera normalisation (see the module docstring)
+  # OpenLRM's third plane is indexed (z, y) (the EG3D plane bug); converted OpenLRM
+  # weights set this so their planes are transposed into our (y, z) convention.
+  c.plane2_zy = False
+  c.mesh_threshold = 10.0  # density iso-level of exported meshes (OpenLRM: 10)
+  c.update(v)  # the variant's sizes (and any default it overrides)
+  c.remat_policy = "none" if variant == "tiny" else "full"
+  c.scan = True
+  c.dtype = "float32"
+  return c
+
+
+# ----------------------------------------------------------------------------------------
+# Camera canonicalisation.
+# ----------------------------------------------------------------------------------------
+
+# OpenLRM's canonical source camera rotation (OpenCV axes as columns): x -> +x, y -> -z,
+# z (forward) -> +y. Equals cam.canonical_openlrm_source_c2w(d)[:3, :3].
+_CANONICAL_R = np.asarray([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]], np.float32)
+
+
+def canonical_source_c2w(distance: jax.Array) -> jax.Array:
+  """``[B] -> [B, 4, 4]``: OpenLRM's canonical source camera at ``(0, -d, 0)``."""
+  b = distance.shape[0]
+  rot = jnp.broadcast_to(jnp.asarray(_CANONICAL_R, distance.dtype), (b, 3, 3))
+  zero = jnp.zeros_like(distance)
+  t = jnp.stack([zero, -distance, zero], -1)[..., None]  # [B, 3, 1]
+  return cam.to_homogeneous(jnp.concatenate([rot, t], -1))
+
+
+def world_to_canonical(source_c2w: jax.Array) -> jax.Array:
+  """``[B, 4, 4]`` rigid ``M`` with ``M @ source_c2w = canonical_source_c2w(|t_source|)``.
+
+  For sources looking at the origin (the object-centric setting) ``M`` is a rotation about
+  the origin, so the object stays where the triplane box is.
+  """
+  dist = jnp.linalg.norm(source_c2w[:, :3, 3], axis=-1)
+  return canonical_source_c2w(dist) @ cam.invert_rigid(source_c2w)
+
+
+# ----------------------------------------------------------------------------------------
+# Modules.
+# ----------------------------------------------------------------------------------------
+
+
+class CameraEmbedder(nn.Module):
+  """OpenLRM's camera embedder: ``[B, 16] -> Linear -> SiLU -> Linear -> [B, Dc]``."""
+
+  features: int
+
+  @nn.compact
+  def __call__(self, camera: jax.Array) -> jax.Array:
+    h = nn.Dense(self.features, kernel_init=nn.with_logical_partitioning(
+        layers.dense_init(), (None, "embed")), name="dense_0")(camera)
+    return nn.Dense(self.features, kernel_init=nn.with_logical_partitioning(
+        layers.dense_init(), ("embed", "mlp")), name="dense_1")(nn.silu(h))
+
+
+class DecoderBlock(nn.Module):
+  """``x + CrossAttn(ModLN(x), img)``, ``x + SelfAttn(ModLN(x))``, ``x + MLP(ModLN(x))``.
+
+  Scan-compatible: ``(x [B, N, D], image_tokens [B, T, De], cond [B, Dc]) -> (x, None)``.
+  """
+
+  num_heads: int
+  mlp_ratio: float = 4.0
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, image_tokens: jax.Array, cond: jax.Array):
+    x = layers.constrain(x, ("batch", "tokens", "embed"))
+    x = x + layers.Attention(self.num_heads, self.dtype, name="cross_attn")(
+        layers.ModLN(name="norm1")(x, cond), kv=image_tokens)
+    x = x + layers.Attention(self.num_heads, self.dtype, name="self_attn")(
+        layers.ModLN(name="norm2")(x, cond))
+    x = x + layers.Mlp(int(x.shape[-1] * self.mlp_ratio), self.dtype, name="mlp")(
+        layers.ModLN(name="norm3")(x, cond))
+    return x.astype(jnp.float32), None
+
+
+class TriplaneTransformer(nn.Module):
+  """``depth`` :class:`DecoderBlock` s (``nn.scan`` + ``nn.remat``), then a LayerNorm."""
+
+  depth: int
+  num_heads: int
+  mlp_ratio: float = 4.0
+  remat_policy: str = "none"
+  scan: bool = True
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, image_tokens, cond):
+    block = DecoderBlock
+    if self.remat_policy != "none":
+      block = nn.remat(block, policy=layers.REMAT_POLICIES[self.remat_policy],
+                       prevent_cse=not self.scan)
+    if self.scan:
+      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                      in_axes=(nn.broadcast, nn.broadcast), length=self.depth,
+                      metadata_params={nn.PARTITION_NAME: "layers"})
+      x, _ = stack(self.num_heads, self.mlp_ratio, self.dtype, name="blocks")(
+          x, image_tokens, cond)
+    else:
+      for i in range(self.depth):
+        x, _ = block(self.num_heads, self.mlp_ratio, self.dtype, name=f"block_{i}")(
+            x, image_tokens, cond)
+    return layers.LayerNorm(name="ln_final")(x)
+
+
+class PlaneUpsample(nn.Module):
+  """``ConvTranspose2d(D, C, kernel=2, stride=2)`` (PyTorch semantics) as one einsum:
+  ``[B, P, h, w, D] -> [B, P, 2h, 2w, C]``; each token writes its own 2x2 texels."""
+
+  features: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    d = x.shape[-1]
+    kernel = self.param("kernel_dabc", nn.with_logical_partitioning(
+        layers.dense_init(), ("embed", None, None, "channels")), (d, 2, 2, self.features))
+    bias = self.param("bias", nn.with_logical_partitioning(
+        nn.initializers.zeros, ("channels",)), (self.features,))
+    y = jnp.einsum("bphwd,dijc->bphiwjc", x, kernel) + bias  # [B, P, h, 2, w, 2, C]
+    b, p, h, _, w, _, c = y.shape
+    return y.reshape(b, p, 2 * h, 2 * w, c)
+
+
+@functools.lru_cache(maxsize=None)
+def nerf_decoder(hidden: int, num_layers: int) -> tp.TriplaneDecoder:
+  """One decoder instance per shape, so its ``apply`` is a stable jit static argument."""
+  return tp.TriplaneDecoder(hidden=hidden, num_layers=num_layers, parent=None)
+
+
+class Model(nn.Module):
+  """LRM. ``reconstruct(inputs) -> {planes, world_to_canonical}``; ``render(rep, cameras)``."""
+
+  config: ml_collections.ConfigDict
+
+  def setup(self):
+    c = self.config
+    e = c.encoder
+    dtype = jnp.dtype(c.dtype)
+    self.encoder = vit.DinoViT(
+        patch=e.patch, width=e.width, depth=e.depth, num_heads=e.num_heads,
+        mlp_dim=e.mlp_dim, num_registers=e.num_registers, layer_scale=e.layer_scale,
+        epsilon=e.epsilon, pos_grid=e.pos_grid, pos_antialias=e.pos_antialias,
+        pos_offset=e.get("pos_offset", 0.0),  # absent in configs saved before it existed
+        remat_policy=c.remat_policy, scan=c.scan, dtype=dtype)
+    self.camera_embedder = CameraEmbedder(c.camera_embed_dim)
+    n = c.triplane_tokens
+    self.triplane_tokens = self.param(
+        "triplane_tokens", nn.with_logical_partitioning(
+            nn.initializers.normal(c.width ** -0.5), ("tokens", "embed")),
+        (3 * n * n, c.width))
+    self.transformer = TriplaneTransformer(c.depth, c.num_heads, c.mlp_ratio, c.remat_policy,
+                                           c.scan, dtype)
+    self.upsampler = PlaneUpsample(c.triplane_channels)
+    self.nerf = tp.TriplaneDecoder(hidden=c.nerf_hidden, num_layers=c.nerf_layers)
+
+  # -- reconstruction ----------------------------------------------------------------------
+
+  def source_camera(self, inputs: dict) -> tuple[jax.Array, jax.Array]:
+    """``(camera vector [B, 16], world_to_canonical [B, 4, 4])`` of the first input view."""
+    c2w = inputs["c2w"][:, 0].astype(jnp.float32)  # [B, 4, 4]
+    intr = inputs["intrinsics"][:, 0].astype(jnp.float32)  # [B, 4]
+    s = inputs["images"].shape[2]
+    if self.config.canonicalize:
+      m = world_to_canonical(c2w)
+      c2w = m @ c2w
+    else:
+      m = jnp.broadcast_to(jnp.eye(4, dtype=jnp.float32), c2w.shape)
+    return cam.openlrm_camera_vector(c2w, intr, s, s), m
+
+  def reconstruct(self, inputs: dict, train: bool = False) -> dict:
+    """One input view -> ``{planes [B, 3, H, W, C], world_to_canonical [B, 4, 4]}``."""
+    del train
+    c = self.config
+    images = inputs["images"][:, 0]  # [B, S, S, 3]
+    b = images.shape[0]
+    image_tokens = self.encoder(vit.normalize_imagenet(images))  # [B, 1 + R + T, De]
+    r = c.encoder.num_registers
+    if r and not c.encoder.get("keep_registers", True):
+      image_tokens = jnp.concatenate([image_tokens[:, :1], image_tokens[:, 1 + r:]], 1)
+    cam_vec, m = self.source_camera(inputs)
+    cond = self.camera_embedder(cam_vec)  # [B, Dc]
+    x = jnp.broadcast_to(self.triplane_tokens[None], (b,) + self.triplane_tokens.shape)
+    x = self.transformer(x, image_tokens, cond)  # [B, 3 n n, D]
+    n = c.triplane_tokens
+    planes = self.upsampler(x.reshape(b, 3, n, n, c.width))  # [B, 3, 2n, 2n, C]
+    if c.plane2_zy:
+      planes = planes.at[:, 2].set(planes[:, 2].swapaxes(1, 2))
+    planes = layers.constrain(planes, ("batch", "planes", "height", "width", "channels"))
+    return {"planes": planes.astype(jnp.float32), "world_to_canonical": m}
+
+  # -- rendering ---------------------------------------------------------------------------
+
+  def render_config(self) -> tp.RenderConfig:
+    c = self.config
+    return tp.RenderConfig(num_coarse=c.num_coarse, num_fine=c.num_fine,
+                           box_radius=c.box_radius, chunk=c.ray_chunk, remat=c.render_remat)
+
+  def decoder_variables(self) -> dict:
+    """The NeRF decoder's variables (created here during ``init``)."""
+    if self.is_initializing():
+      self.nerf(jnp.zeros((1, 3 * self.config.triplane_channels), jnp.float32))
+    return self.nerf.variables
+
+  def render(self, representation: dict, cameras: cam.Cameras, background,
+             train: bool = False) -> dict:
+    """Renders the triplanes into cameras ``[B, V]`` (world frame): rgb, depth, alpha.
+
+    Samples are jittered (``rngs={"sample": ...}``) only when ``train``; evaluation is
+    deterministic.
+    """
+    c = self.config
+    m = representation["world_to_canonical"]  # [B, 4, 4]
+    c2w = jnp.einsum("bij,bvjk->bvik", m, cameras.c2w.astype(jnp.float32))
+    cams = cam.Cameras(c2w, cameras.intrinsics.astype(jnp.float32), cameras.height,
+                       cameras.width)
+    key = self.make_rng("sample") if train else None
+    decoder = nerf_decoder(c.nerf_hidden, c.nerf_layers)
+    return tp.render_triplane(decoder.apply, self.decoder_variables(),
+                              representation["planes"], cams, self.render_config(), key,
+                              jnp.asarray(background, jnp.float32))
+
+  def __call__(self, inputs: dict, cameras: cam.Cameras, background, train: bool = False):
+    rep = self.reconstruct(inputs, train)
+    return self.render(rep, cameras, background, train), rep
+
+
+# ----------------------------------------------------------------------------------------
+# Family interface: regularisers, export, description, pretrained weights.
+# ----------------------------------------------------------------------------------------
+
+
+def total_variation(planes: jax.Array) -> jax.Array:
+  """Mean squared difference of neighbouring texels of ``[B, 3, H, W, C]`` planes."""
+  dh = jnp.mean(jnp.square(planes[:, :, 1:] - planes[:, :, :-1]))
+  dw = jnp.mean(jnp.square(planes[:, :, :, 1:] - planes[:, :, :, :-1]))
+  return 0.5 * (dh + dw)
+
+
+def regularizers(representation, config) -> dict:
+  """``{"tv": (config.loss.tv, TV of the planes)}`` (OpenLRM: weight 5e-4)."""
+  weight = float(config.loss.get("tv", 0.0))
+  if weight <= 0:
+    return {}
+  return {"tv": (weight, total_variation(representation["planes"]))}
+
+
+def _density(points, planes, variables, *, hidden, num_layers):
+  return nerf_decoder(hidden, num_layers).apply(variables, tp.sample_triplane(planes, points))[0]
+
+
+def _color(points, planes, variables, *, hidden, num_layers):
+  return nerf_decoder(hidden, num_layers).apply(variables, tp.sample_triplane(planes, points))[1]
+
+
+def export(representation, out_dir: str, model=None, params=None, config=None) -> dict:
+  """Marching-cubes mesh of the first scene: ``out_dir/mesh.obj`` + ``mesh.glb``.
+
+  The mesh is extracted in the canonical frame and mapped back to the input cameras' world
+  frame. If ``model.mesh_threshold`` is outside the density range of the grid (an
+  under-trained model), the midpoint of the range is used instead and reported.
+  """
+  from lrm_jax.io import mesh as mesh_io
+  del model
+  c = config.model
+  planes = jnp.asarray(representation["planes"][0])  # [3, H, W, C]
+  m = np.asarray(representation["world_to_canonical"][0], np.float64)  # [4, 4]
+  variables = {"params": params["nerf"]}
+  kw = dict(hidden=c.nerf_hidden, num_layers=c.nerf_layers)
+  args = (planes, variables)
+  grid = mesh_io.extract_density_grid(functools.partial(_density, **kw), c.mesh_resolution,
+                                      args=args, bound=c.box_radius)
+  lo, hi = float(grid.min()), float(grid.max())
+  threshold = float(c.mesh_threshold)
+  if not lo < threshold < hi:
+    threshold = 0.5 * (lo + hi)
+  vertices, faces = mesh_io.marching_cubes(grid, threshold, bound=c.box_radius)
+  del grid
+  colors = mesh_io.evaluate_points(functools.partial(_color, **kw), vertices, args=args)
+  # Canonical -> world: p_world = R^T (p_canonical - t) for M = [R | t].
+  world = ((vertices - m[:3, 3]) @ m[:3, :3]).astype(np.float32)
+  os.makedirs(out_dir, exist_ok=True)
+  obj = mesh_io.write_obj(os.path.join(out_dir, "mesh.obj"), world, faces, colors)
+  glb = mesh_io.write_glb(os.path.join(out_dir, "mesh.glb"), world, faces, colors)
+  return {"mesh_obj": obj, "mesh_glb": glb, "mesh_vertices": int(len(world)),
+          "mesh_faces": int(len(faces)), "mesh_threshold": threshold}
+
+
+def describe(config) -> str:
+  c = config.model
+  n = c.triplane_tokens
+  return (f"LRM-{c.variant}: encoder {c.encoder.name} ({c.encoder.depth} x {c.encoder.width}, "
+          f"patch {c.encoder.patch}) at {config.data.input_size}^2; decoder {c.depth} x "
+          f"width {c.width} over 3x{n}x{n} tokens -> planes 3x{2 * n}x{2 * n}x"
+          f"{c.triplane_channels}; {c.num_coarse}+{c.num_fine} samples per ray")
+
+
+def load_pretrained(params, config):
+  """Replaces the encoder's params by ``config.model.encoder_weights`` (a local DINO/DINOv2
+  checkpoint, converted by :mod:`lrm_jax.convert.dino`); unchanged when it is empty."""
+  path = config.model.get("encoder_weights", "")
+  if not path:
+    return params
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"model.encoder_weights {path!r} not found (a local "
+                            f".safetensors/.bin of {config.model.encoder.name}).")
+  from lrm_jax.convert import dino
+  enc = dino.load(path, config.model.encoder.num_heads, scan=config.model.scan)
+  dino.check_against(enc, params["encoder"], "encoder")
+  new = dict(params)
+  new["encoder"] = jax.tree.map(lambda old, w: jnp.asarray(w, old.dtype), params["encoder"],
+                                enc)
+  return new
