@@ -319,6 +319,62 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 # ---- Several processes --------------------------------------------------------------------
 
+_BARRIERS = [0]
+
+
+def barrier(name: str, timeout_s: float = 3600.0) -> None:
+  """Waits until every process reaches this point (coordination service, no collectives).
+
+  A no-op with one process. Processes must call their barriers in the same order.
+  """
+  if jax.process_count() == 1:
+    return
+  _BARRIERS[0] += 1
+  barrier_id = f"lrm_jax:{name}:{_BARRIERS[0]}"
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  client = distributed.global_state.client
+  if client is None:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(barrier_id)
+    return
+  client.wait_at_barrier(barrier_id, timeout_in_ms=int(timeout_s * 1000))
+
+
+class _SyncedJit:
+  """``jax.jit`` whose every new input signature is compiled on all processes before any
+  of them runs it (see ``jit``)."""
+
+  def __init__(self, jitted):
+    self._jitted = jitted
+    self._compiled = {}
+
+  def __call__(self, *args):
+    key = jax.tree.map(lambda x: (np.shape(x), str(getattr(x, "dtype", type(x))),
+                                  str(getattr(x, "sharding", None))), args)
+    key = (jax.tree.structure(args), tuple(jax.tree.leaves(key)))
+    compiled = self._compiled.get(key)
+    if compiled is None:
+      compiled = self._jitted.lower(*args).compile()
+      barrier("compiled")
+      self._compiled[key] = compiled
+    return compiled(*args)
+
+  def lower(self, *args, **kwargs):
+    return self._jitted.lower(*args, **kwargs)
+
+
+def jit(fn: Callable, **jit_kwargs):
+  """``jax.jit(fn, **jit_kwargs)``; with several processes, each new input signature is
+  compiled everywhere, then all processes meet at a barrier before running it.
+
+  Compile times differ between hosts (cache hits, load); collectives do not wait forever
+  for a late peer (CPU/gloo gives up after 30 s), so the first run of a program must not
+  start on one host while another is still compiling it.
+  """
+  jitted = jax.jit(fn, **jit_kwargs)
+  return jitted if jax.process_count() == 1 else _SyncedJit(jitted)
+
+
 def _tpu_chips_on_host() -> int:
   """TPU chips on this host's PCI bus (0 on CPU/GPU machines); does not start a backend."""
   try:

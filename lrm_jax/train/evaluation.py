@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,7 +68,8 @@ class Evaluator:
           flat = lambda x: x.reshape((-1,) + x.shape[-3:])
           out["lpips"] = perceptual(flat(rgb), flat(tgt)).reshape(rgb.shape[:2])
         return out
-      self._fn = jax.jit(render)
+      # Replicated outputs: every process can read them (multi-host) without a gather.
+      self._fn = parallel.jit(render, out_shardings=parallel.replicated(self.mesh))
     return self._fn
 
   def batches(self):
@@ -89,7 +89,7 @@ class Evaluator:
     fn = self._render_fn()
     mses, ssims, lpipss, base_bg, base_nv = [], [], [], [], []
     first = None
-    with self.mesh, nn.logical_axis_rules(self.rules):
+    with parallel.use_mesh(self.mesh, self.rules):
       for local in self.batches():
         out = jax.device_get(fn(params, parallel.to_global_batch(local, self.mesh, self.rules)))
         mses.append(out["mse"].reshape(-1))

@@ -160,9 +160,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         local = next(train_iter)
         batch = parallel.to_global_batch(local, mesh, rules)
         if p_step is None:
-          p_step = jax.jit(step_fn, in_shardings=(shardings, batch_shard(local)),
-                           out_shardings=(shardings, parallel.replicated(mesh)),
-                           donate_argnums=0)
+          p_step = parallel.jit(step_fn, in_shardings=(shardings, batch_shard(local)),
+                                out_shardings=(shardings, parallel.replicated(mesh)),
+                                donate_argnums=0)
         state, step_metrics = p_step(state, batch)
         step += 1
         # Metrics of the previous step are read now, while this step runs.

@@ -1,0 +1,268 @@
+"""Compile a config's train step for a TPU topology on any machine: memory, FLOPs, fits?
+
+  python -m lrm_jax.aot --config=configs/grm.py:variant=paper --topology=v5e:16x16
+  python -m lrm_jax.aot --config=configs/grm.py:tiny --topology=v5e:2x2 --config.mesh.shape=(1,4,1)
+
+Needs ``libtpu`` (``pip install "libtpu==0.0.42.1"``, the version ``jax[tpu]==0.10.2`` pins)
+but no TPU: ``jax.experimental.topologies`` describes the slice's devices, the mesh is built
+from them exactly as ``train_and_evaluate`` builds it from real ones, the train state is only
+``eval_shape``d, and the trainer's own step (``trainer.make_train_step``) is lowered with
+``jit(step, in_shardings, out_shardings, donate_argnums=0)`` and compiled by the TPU
+compiler. Prints the parameter count, per-device argument / temp / output memory
+(``compiled.memory_analysis()``), FLOPs per step (``compiled.cost_analysis()``) and whether
+the step fits the chip's HBM.
+
+This module also holds ``build_program``: the trainer's model / optimiser / sharding /
+step construction for a given mesh, shared by the AOT compile, the sharding-equivalence
+tests and ``bench/scaling.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lrm_jax import parallel
+
+# HBM per chip (GiB) by TPU generation (Cloud TPU system architecture docs).
+HBM_GIB = {"v4": 32, "v5e": 16, "v5litepod": 16, "v5p": 95, "v6e": 32}
+# Peak dense bf16 TFLOP/s per chip, for a rough time-per-step bound.
+PEAK_BF16_TFLOPS = {"v4": 275, "v5e": 197, "v5litepod": 197, "v5p": 459, "v6e": 918}
+
+
+# ---- The program the trainer runs, for any mesh --------------------------------------------
+
+@dataclasses.dataclass
+class Program:
+  """Everything ``train_and_evaluate`` builds before its loop, for one mesh."""
+
+  config: Any
+  mesh: jax.sharding.Mesh
+  rules: tuple
+  model: nn.Module
+  module: Any
+  tx: Any
+  abstract_boxed: Any  # boxed (logically partitioned) abstract TrainState
+  shardings: Any  # NamedShardings of the unboxed TrainState
+  abstract: Any  # ShapeDtypeStructs (with shardings) of the unboxed TrainState
+  init_fn: Callable  # key -> boxed TrainState
+  step_fn: Callable  # the trainer's (state, batch) -> (state, metrics)
+  n_params: int
+
+  def init_rng(self) -> jax.Array:
+    """The key the trainer initialises with (``fold_in(root, 2**31 - 1)``)."""
+    from lrm_jax.train import state as state_lib
+    return jax.random.fold_in(state_lib.root_key(self.config), -1 & 0x7FFFFFFF)
+
+  def jit_init(self):
+    """``jit(init, out_shardings=...)``: parameters are born sharded."""
+    init_fn = self.init_fn
+    return jax.jit(lambda k: nn.unbox(init_fn(k)), out_shardings=self.shardings)
+
+  def batch_shardings(self, batch):
+    return jax.tree.map(lambda x: parallel.batch_sharding(self.mesh, self.rules, np.ndim(x)),
+                        batch)
+
+  def jit_step(self, batch):
+    """The trainer's jitted step: explicit in/out shardings, donated state."""
+    return jax.jit(self.step_fn, in_shardings=(self.shardings, self.batch_shardings(batch)),
+                   out_shardings=(self.shardings, parallel.replicated(self.mesh)),
+                   donate_argnums=0)
+
+
+def build_program(config, mesh, perceptual=None) -> Program:
+  """Model, optimiser, abstract state, shardings and step of ``config`` on ``mesh``.
+
+  Mirrors the "Model and optimiser" and "Shapes and shardings" sections of
+  ``train_and_evaluate``; the step is ``trainer.make_train_step`` itself. Call the jitted
+  functions inside ``parallel.use_mesh(program.mesh, program.rules)``.
+  """
+  from lrm_jax.train import state as state_lib
+  from lrm_jax.train import trainer
+  rules = tuple(tuple(r) for r in config.logical_axis_rules)
+  module, model = state_lib.build_model(config)
+  tx = state_lib.make_optimizer(config)
+  init_rng = jax.random.fold_in(state_lib.root_key(config), -1 & 0x7FFFFFFF)
+  with parallel.use_mesh(mesh, rules):
+    abstract_boxed, init_fn = state_lib.abstract_train_state(model, tx, config, init_rng)
+    shardings = state_lib.state_shardings(abstract_boxed, mesh, rules)
+    abstract = state_lib.unboxed_abstract(abstract_boxed, shardings)
+  step_fn = trainer.make_train_step(model, module, config, tx, perceptual)
+  return Program(config, mesh, rules, model, module, tx, abstract_boxed, shardings, abstract,
+                 init_fn, step_fn, state_lib.count_params(abstract_boxed.params))
+
+
+def abstract_batch(config, mesh, rules, global_batch: int | None = None):
+  """ShapeDtypeStructs (sharded over the batch axes) of one global batch of ``config``:
+  the structure ``data.pipeline`` yields (see its module docstring)."""
+  d = config.data
+  b = d.batch_size if global_batch is None else global_batch
+  vi, vt = d.num_input_views, d.num_target_views
+  s, t = d.input_size, d.target_crop or d.target_size
+
+  def views(v, size, depth):
+    out = {"images": (b, v, size, size, 3), "masks": (b, v, size, size, 1),
+           "c2w": (b, v, 4, 4), "intrinsics": (b, v, 4)}
+    if depth:
+      out["depths"] = (b, v, size, size, 1)
+    return {k: jax.ShapeDtypeStruct(shape, jnp.float32) for k, shape in out.items()}
+
+  tree = {"inputs": views(vi, s, False), "targets": views(vt, t, True),
+          "scene_id": jax.ShapeDtypeStruct((b,), jnp.int32)}
+  parallel.check_batch_size(b, mesh, rules)
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                     sharding=parallel.batch_sharding(mesh, rules, x.ndim)),
+      tree)
+
+
+# ---- TPU topologies ---------------------------------------------------------------------------
+
+def topology_devices(topology: str, chips_per_host_bounds=(2, 2, 1), num_slices: int = 1):
+  """The devices of a TPU slice such as ``v5e:16x16`` (needs libtpu, not a TPU)."""
+  from jax.experimental import topologies
+  topo = topologies.get_topology_desc(
+      platform="tpu", topology_name=topology, chip_config_name="default",
+      chips_per_host_bounds=tuple(chips_per_host_bounds), num_slices=num_slices)
+  return list(topo.devices)
+
+
+def chip_generation(topology: str) -> str:
+  gen = topology.split(":")[0].lower()
+  if gen not in HBM_GIB:
+    raise ValueError(f"unknown TPU generation {gen!r} in {topology!r}; known: {sorted(HBM_GIB)}.")
+  return gen
+
+
+def analyse(compiled, num_devices: int) -> dict:
+  """Per-device memory (bytes) and FLOPs of a compiled SPMD step.
+
+  ``peak_bytes`` = arguments + temporaries + outputs - aliased (donated state is reused
+  for the new state) + generated code: what must fit in one chip's HBM. ``cost_analysis``
+  of an SPMD executable describes one device's program, so ``flops`` is multiplied by the
+  device count for the whole step.
+  """
+  mem = compiled.memory_analysis()
+  out = {k: int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
+         for k in ("argument", "output", "alias", "temp", "generated_code")}
+  out["peak_bytes"] = (out["argument"] + out["output"] - out["alias"] + out["temp"]
+                       + out["generated_code"])
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  cost = cost or {}
+  out["flops_per_device"] = float(cost.get("flops", 0.0))
+  out["flops"] = out["flops_per_device"] * num_devices
+  out["bytes_accessed_per_device"] = float(cost.get("bytes accessed", 0.0))
+  return out
+
+
+def compile_train_step(config, devices, perceptual=None, log: Callable = print):
+  """Lowers and compiles the trainer's step of ``config`` for ``devices``.
+
+  Returns ``(program, compiled, seconds)``; nothing is allocated on the devices.
+  """
+  mesh = parallel.make_mesh(config.mesh, devices)
+  program = build_program(config, mesh, perceptual)
+  rules = program.rules
+  with parallel.use_mesh(mesh, rules):
+    batch = abstract_batch(config, mesh, rules)
+    t0 = time.perf_counter()
+    # Pallas TPU lowering asks "the current device" for its chip; on a CPU host the
+    # abstract mesh of the (TPU) mesh answers instead.
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      lowered = program.jit_step(batch).lower(program.abstract, batch)
+    log(f"lowered in {time.perf_counter() - t0:.1f} s; compiling ...")
+    compiled = lowered.compile()
+  return program, compiled, time.perf_counter() - t0
+
+
+def random_perceptual(config):
+  """LPIPS-VGG16 with random weights: same FLOPs and memory as the real loss, no files."""
+  if float(config.loss.get("lpips", 0.0)) <= 0:
+    return None
+  from lrm_jax.train import lpips
+  x = jnp.zeros((1, 64, 64, 3), jnp.float32)
+  params = jax.jit(lpips.LPIPS().init)(jax.random.key(0), x, x)["params"]
+  return lpips.lpips_fn(params)
+
+
+def gib(n: float) -> float:
+  return n / 2**30
+
+
+def prepare_for_tpu(config) -> None:
+  """Settings a TPU run resolves differently from this CPU host: the renderer backend
+  (``auto`` means the Pallas kernel on TPU, the tiled jnp one on CPU)."""
+  model = config.get("model")
+  if model is not None and model.get("backend", None) == "auto":
+    model.backend = "pallas"
+
+
+def report(config, topology: str, devices, perceptual=None, log: Callable = print) -> dict:
+  """Compiles ``config`` for ``topology`` and returns (and logs) the numbers."""
+  gen = chip_generation(topology)
+  program, compiled, secs = compile_train_step(config, devices, perceptual, log)
+  stats = analyse(compiled, len(devices))
+  hbm = HBM_GIB[gen] * 2**30
+  stats.update(
+      config=f"{config.family}-{config.variant}", topology=topology, devices=len(devices),
+      mesh=dict(program.mesh.shape), n_params=program.n_params,
+      global_batch=int(config.data.batch_size), remat=config.model.get("remat_policy", "?"),
+      dtype=config.model.get("dtype", "?"), hbm_bytes=hbm, fits=stats["peak_bytes"] <= hbm,
+      compile_s=round(secs, 1),
+      min_step_s=stats["flops"] / (len(devices) * PEAK_BF16_TFLOPS[gen] * 1e12))
+  log(f"{stats['config']} on {topology} ({len(devices)} chips, mesh {stats['mesh']}), "
+      f"global batch {stats['global_batch']}, remat {stats['remat']}, dtype {stats['dtype']}")
+  log(f"  parameters:           {program.n_params:,}")
+  log(f"  per device: arguments {gib(stats['argument']):.3f} GiB, temp {gib(stats['temp']):.3f} "
+      f"GiB, outputs {gib(stats['output']):.3f} GiB (aliased {gib(stats['alias']):.3f} GiB), "
+      f"code {gib(stats['generated_code']):.3f} GiB")
+  log(f"  peak per device:      {gib(stats['peak_bytes']):.2f} GiB of {HBM_GIB[gen]} GiB HBM "
+      f"-> {'FITS' if stats['fits'] else 'DOES NOT FIT'}")
+  log(f"  FLOPs per step:       {stats['flops'] / 1e12:.1f} TFLOP "
+      f"({stats['flops_per_device'] / 1e12:.2f} per device); >= {stats['min_step_s']:.2f} s/step "
+      f"at the bf16 peak")
+  log(f"  compiled in {secs:.1f} s")
+  return stats
+
+
+# ---- CLI ----------------------------------------------------------------------------------------
+
+def main(argv):
+  del argv
+  from absl import flags
+  f = flags.FLAGS
+  config = f.config
+  prepare_for_tpu(config)
+  devices = topology_devices(f.topology, [int(x) for x in f.chips_per_host_bounds],
+                             f.num_slices)
+  perceptual = random_perceptual(config) if f.lpips else None
+  stats = report(config, f.topology, devices, perceptual)
+  if not stats["fits"] and f.fail_if_not_fits:
+    raise SystemExit(1)
+
+
+def _define_flags():
+  from absl import flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "config file[:args]", lock_config=True)
+  flags.DEFINE_string("topology", "v5e:2x2", "TPU topology, e.g. v5e:16x16, v5p:4x4x4, v4:2x2x2")
+  flags.DEFINE_list("chips_per_host_bounds", ["2", "2", "1"], "chips per host (x,y,z)")
+  flags.DEFINE_integer("num_slices", 1, "number of slices (multislice)")
+  flags.DEFINE_bool("lpips", True, "include the LPIPS-VGG16 loss (random weights) when "
+                    "config.loss.lpips > 0, as a real training run would")
+  flags.DEFINE_bool("fail_if_not_fits", False, "exit 1 when the step does not fit in HBM")
+  flags.mark_flags_as_required(["config"])
+
+
+if __name__ == "__main__":
+  from absl import app
+  _define_flags()
+  app.run(main)
