@@ -21,7 +21,10 @@ from lrm_jax.data import pipeline  # noqa: E402
 def measure(config_spec: str, workers: int, batches: int, source: str = "synthetic"):
   config = load_config(config_spec, [f"data.num_workers={workers}", f"data.source={source}"])
   it = pipeline.make_iterator(config)
-  next(it)  # start-up (worker spawn, first renders)
+  # Warm-up past start-up and grain's read-ahead buffer, so the timed batches are produced
+  # at the steady-state rate rather than taken from a full buffer.
+  for _ in range(max(20, batches // 2)):
+    next(it)
   t0 = time.perf_counter()
   for _ in range(batches):
     next(it)
@@ -32,7 +35,7 @@ def measure(config_spec: str, workers: int, batches: int, source: str = "synthet
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--batches", type=int, default=20)
+  p.add_argument("--batches", type=int, default=60)
   p.add_argument("--no-append", action="store_true", help="print only, do not append")
   args = p.parse_args()
   rows = []
