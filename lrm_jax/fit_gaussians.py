@@ -64,39 +64,46 @@ from lrm_jax.render.gaussians import Gaussians
 from lrm_jax.train import metrics
 
 INITS = ("carve", "box")
-PARAM_GROUPS = ("means", "log_scales", "quats", "opacity_logits", "sh_dc", "sh_rest")
+
+
+def _opt(default, help_text: str):
+  """A :class:`FitConfig` field with its command-line help."""
+  return dataclasses.field(default=default, metadata={"help": help_text})
 
 
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
   """Settings of one fit (every field is also a command-line flag)."""
 
-  num_gaussians: int = 10000
-  sh_degree: int = 1
-  init: str = "carve"  # "carve" (visual hull shell) or "box" (uniform in [-1, 1]^3)
-  init_grid: int = 64  # voxels per side of the carving grid
-  init_opacity: float = 0.3
-  init_scale_max: float = 0.05  # cap on the initial nearest-neighbour scale
-  steps: int = 3000
-  time_limit_s: float = 600.0  # seconds of optimisation (compile included); <= 0: none
-  views_per_step: int = 1
+  num_gaussians: int = _opt(10000, "Gaussians (a fixed count: static shapes)")
+  sh_degree: int = _opt(1, "spherical-harmonics degree of the colours, 0-3")
+  init: str = _opt("carve", "carve: on the visual hull of the masks; box: uniform in "
+                   "[-1, 1]^3 (carve falls back to box when the masks carve nothing)")
+  init_grid: int = _opt(64, "voxels per side of the carving grid")
+  init_opacity: float = _opt(0.3, "initial opacity")
+  init_scale_max: float = _opt(0.05, "cap on the initial nearest-neighbour scale")
+  steps: int = _opt(3000, "optimisation steps (at most)")
+  time_limit_s: float = _opt(600.0, "stop optimising after this many seconds (compile "
+                             "included); <= 0: no limit (and a reproducible schedule)")
+  views_per_step: int = _opt(1, "training views rendered per step")
   # Learning rates: 3DGS's (means 1.6e-4, scales 5e-3, quats 1e-3, opacity 5e-2, SH DC
   # 2.5e-3) are tuned for 30k steps; a fit of ~1k steps does better with larger ones
-  # (cow, 600 steps, held-out PSNR: 27.70 at 3DGS's rates, 28.15 at these).
-  lr_means: float = 6.4e-4  # times the scene extent; decays exponentially ...
-  lr_means_final: float = 6.4e-6  # ... to this (times the extent)
-  lr_scales: float = 1e-2
-  lr_quats: float = 2e-3
-  lr_opacity: float = 0.1
-  lr_sh: float = 2e-2  # DC; higher bands get lr_sh / 20
-  ssim_weight: float = 0.2
-  mask_weight: float = 0.3  # |alpha - mask| (only with informative masks)
-  respawn_every: int = 100  # 0: never
-  respawn_until: float = 0.7  # fraction of the fit after which no more respawns
-  respawn_threshold: float = 0.005  # opacity below which a Gaussian is respawned
-  chunk_size: int = 32  # tiled rasterizer settings (splatting.TileConfig)
-  block_tiles: int = 4
-  seed: int = 0
+  # (cow, 32 views at 128^2, 600 steps, held-out PSNR 27.70 at 3DGS's, 28.15 at these).
+  lr_means: float = _opt(6.4e-4, "learning rate of the means (times the scene extent), "
+                         "decaying exponentially to lr_means_final")
+  lr_means_final: float = _opt(6.4e-6, "final learning rate of the means (times extent)")
+  lr_scales: float = _opt(1e-2, "learning rate of the log-scales")
+  lr_quats: float = _opt(2e-3, "learning rate of the (unnormalised) quaternions")
+  lr_opacity: float = _opt(0.1, "learning rate of the opacity logits")
+  lr_sh: float = _opt(2e-2, "learning rate of the SH DC; higher bands get lr_sh / 20")
+  ssim_weight: float = _opt(0.2, "loss = (1 - w) L1 + w (1 - SSIM) + mask term")
+  mask_weight: float = _opt(0.3, "weight of |alpha - mask| (only with informative masks)")
+  respawn_every: int = _opt(100, "steps between respawns of transparent Gaussians; 0: never")
+  respawn_until: float = _opt(0.7, "fraction of the fit after which no more respawns")
+  respawn_threshold: float = _opt(0.005, "opacity below which a Gaussian is respawned")
+  chunk_size: int = _opt(32, "tiled rasterizer: Gaussians per compositing step")
+  block_tiles: int = _opt(4, "tiled rasterizer: tiles processed together")
+  seed: int = _opt(0, "seed of the init, the view order and the respawns")
 
 
 # ----------------------------------------------------------------------------------------
@@ -607,18 +614,17 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--held_out", type=int, default=4,
                  help="evenly spaced views kept out of the fit for evaluation")
   p.add_argument("--scene_index", type=int, default=0, help="which scene of the source")
-  p.add_argument("--up_axis", default="y", help="up axis of a mesh: source's .obj file")
+  p.add_argument("--up_axis", default="y",
+                 help="up axis of the .obj file of a mesh: source (the world is z-up)")
   p.add_argument("--background", default="1,1,1", help="r,g,b in [0, 1]")
   p.add_argument("--data_seed", type=int, default=0,
                  help="seed of the source (cameras of mesh/synthetic sources)")
   p.add_argument("--turntable_frames", type=int, default=36, help="0: no video")
   p.add_argument("--no_progress", action="store_true", help="log lines, no progress bar")
-  helps = {"time_limit_s": "stop optimising after this many seconds",
-           "init": f"one of {INITS}", "sh_degree": "0-3",
-           "lr_means": "times the scene extent", "respawn_every": "0: never"}
   for field in dataclasses.fields(FitConfig):  # every FitConfig field is a flag
     p.add_argument(f"--{field.name}", type=type(field.default), default=field.default,
-                   help=helps.get(field.name, " "))
+                   help=field.metadata["help"],
+                   choices=INITS if field.name == "init" else None)
   return p.parse_args(argv)
 
 

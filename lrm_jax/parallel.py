@@ -313,6 +313,15 @@ def to_global_batch(local_batch, mesh: Mesh, rules):
   return jax.tree.map(one, local_batch)
 
 
+def process_rows(mesh: Mesh, rules, global_rows: int) -> np.ndarray:
+  """Global batch rows holding this process's local rows, in local order (the rows
+  ``to_global_batch`` places them at): index a replicated output with it."""
+  sharding = batch_sharding(mesh, rules, 1)
+  starts = sorted({idx[0].indices(global_rows)[:2]
+                   for idx in sharding.addressable_devices_indices_map((global_rows,)).values()})
+  return np.concatenate([np.arange(a, b) for a, b in starts]) if starts else np.arange(0)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

@@ -99,8 +99,9 @@ class Evaluator:
         b = baselines(local["inputs"], local["targets"], self.config.data.background)
         base_bg.append(b["background"].reshape(-1))
         base_nv.append(b["nearest_view"].reshape(-1))
-        if first is None:
-          first = (local, out["rgb"])
+        if first is None:  # this process's rows of the (replicated) predictions
+          rows = parallel.process_rows(self.mesh, self.rules, out["rgb"].shape[0])
+          first = (local, out["rgb"][rows])
     psnr_of = lambda errs: float(np.mean(metrics_lib.psnr_from_mse(np.concatenate(errs))))
     result = {
         "step": int(step),
