@@ -23,7 +23,8 @@ fitted. A fixed number of Gaussians (static shapes, one compile) is
   * every ``--respawn_every`` steps (in the first ``--respawn_until`` of the fit) nearly
     transparent Gaussians are moved onto opaque ones, chosen in proportion to opacity, as in
     3DGS-MCMC's relocation: the ``k`` copies share the opacity, ``1 - (1 - o)^(1 / k)``, so
-    the picture does not change, and their Adam moments restart. The count never changes.
+    the picture barely changes (up to the jitter), and their Adam moments restart. The count
+    never changes.
 
 The schedule's progress is the larger of the step and the wall-clock fractions, so the fit
 anneals fully whether ``--steps`` or ``--time_limit_s`` ends it. Everything is seeded by
@@ -98,6 +99,8 @@ class FitConfig:
   lr_sh: float = _opt(2e-2, "learning rate of the SH DC; higher bands get lr_sh / 20")
   ssim_weight: float = _opt(0.2, "loss = (1 - w) L1 + w (1 - SSIM) + mask term")
   mask_weight: float = _opt(0.3, "weight of |alpha - mask| (only with informative masks)")
+  # Respawning is neutral with the carved init (cow, 600 steps: 28.15 either way) and
+  # essential with the box init, where most Gaussians start in empty space (26.09 -> 28.31).
   respawn_every: int = _opt(100, "steps between respawns of transparent Gaussians; 0: never")
   respawn_until: float = _opt(0.7, "fraction of the fit after which no more respawns")
   respawn_threshold: float = _opt(0.005, "opacity below which a Gaussian is respawned")
