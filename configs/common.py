@@ -95,6 +95,11 @@ def data_config() -> ml_collections.ConfigDict:
   d.num_eval_scenes = 8
   d.camera_radius = (2.0, 2.6)
   d.fov_deg = (45.0, 60.0)
+  d.elevation_deg = (-20.0, 60.0)  # camera elevation range (degrees above the horizon)
+  # Synthetic and mesh sources: render the input views on GRM / Instant3D's structured ring
+  # (evenly spaced azimuths at 20 degrees elevation) instead of at random cameras.
+  d.orbit_inputs = False
+  d.supersample = 1  # synthetic source: s x s rays per pixel, box-filtered (anti-aliasing)
   # Mesh source.
   d.up_axis = "y"  # up axis of the .obj file; our world is z-up
   # Folder/tfds sources: which part holds evaluation scenes ("" to use the same data).
@@ -138,8 +143,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = mesh_config()
   c.logical_axis_rules = logical_axis_rules()
 
+  # depth: rendered vs target depth; input_depth: pixel-aligned Gaussians vs input depth.
   c.loss = ml_collections.ConfigDict(dict(mse=1.0, lpips=1.0, mask=1.0, depth=0.0,
-                                         opacity=0.0, tv=0.0))
+                                         input_depth=0.0, opacity=0.0, tv=0.0))
   c.inject_nan_at_step = -1  # testing: make the loss NaN at this step
 
   c.total_steps = 1000

@@ -104,7 +104,7 @@ def test_forward_shapes_and_finite(tiny):
                                                rngs={"sample": k})[0]["rgb"])
   a, b = train_rgb(params, jax.random.key(5)), train_rgb(params, jax.random.key(6))
   assert np.all(np.isfinite(np.asarray(a))) and not np.allclose(a, b)
-  assert "tv" in lrm.regularizers(rep, config)
+  assert "tv" in lrm.regularizers(rep, {}, config)
 
 
 def test_renders_do_not_depend_on_the_world_frame(tiny):

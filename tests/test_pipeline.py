@@ -87,6 +87,19 @@ def test_views_are_distinct_per_example():
     assert len({tuple(np.round(p, 4)) for p in pos}) == 5
 
 
+def test_orbit_inputs_take_the_first_views_and_draw_targets_from_the_rest():
+  src = ToySource()
+  batch = next(pipeline.make_iterator(toy_config(target_crop=0, orbit_inputs=True),
+                                      source=src))
+  assert batch["inputs"]["depths"].shape == (2, 2, 8, 8, 1)
+  for b in range(2):
+    ex = src[int(batch["scene_id"][b])]
+    np.testing.assert_array_equal(batch["inputs"]["c2w"][b], ex["c2w"][:2])
+    for v in range(3):  # each target is one of views 2..7
+      hits = [i for i in range(8) if np.array_equal(ex["c2w"][i], batch["targets"]["c2w"][b, v])]
+      assert len(hits) == 1 and hits[0] >= 2
+
+
 def test_stream_is_deterministic_and_seeded():
   a = take(pipeline.make_iterator(toy_config(), source=ToySource()), 4)
   b = take(pipeline.make_iterator(toy_config(), source=ToySource()), 4)

@@ -256,3 +256,34 @@ def test_shading_is_two_sided_and_bounded():
   assert rgb.max() <= 1.0
   np.testing.assert_allclose(shading.composite(np.zeros((1, 1, 3)), np.zeros((1, 1, 1)),
                                                (0.2, 0.4, 0.6)), [[[0.2, 0.4, 0.6]]])
+
+
+def test_orbit_views_form_the_structured_input_ring():
+  rng = np.random.default_rng(3)
+  c2w, k = synthetic.sample_cameras(rng, 7, 32, (2.0, 2.6), (45.0, 60.0), orbit_views=4)
+  eye = c2w[:4, :3, 3].astype(np.float64)
+  radius = np.linalg.norm(eye, axis=-1)
+  np.testing.assert_allclose(radius, 2.3, rtol=1e-5)
+  np.testing.assert_allclose(np.degrees(np.arcsin(eye[:, 2] / radius)), 20.0, atol=1e-3)
+  az = np.degrees(np.arctan2(eye[:, 1], eye[:, 0]))
+  np.testing.assert_allclose(np.diff(np.unwrap(np.radians(az))) % (2 * np.pi), np.pi / 2,
+                             atol=1e-4)
+  np.testing.assert_allclose(k[:4, 0], k[0, 0])  # one field of view on the ring
+  with pytest.raises(ValueError, match="orbit_views"):
+    synthetic.sample_cameras(rng, 3, 32, orbit_views=4)
+
+
+def test_supersampling_is_the_box_filter_of_a_finer_render():
+  src = synthetic.SyntheticObjects(num_scenes=2, views_per_scene=2, resolution=16)
+  obj, c2w, k = src.scene(1)
+  rgb, mask, depth = synthetic.render_views(obj, c2w, k, 16, 16, supersample=2)
+  fine_k = cameras.resize_intrinsics(k, (16, 16), (32, 32))
+  f_rgb, f_mask, f_depth = synthetic.render_views(obj, c2w, fine_k, 32, 32)
+  box = lambda x: x.reshape(2, 16, 2, 16, 2, -1).mean(axis=(2, 4))
+  np.testing.assert_allclose(mask, box(f_mask), atol=1e-6)
+  np.testing.assert_allclose(rgb, box(f_rgb), atol=1e-5)  # white background: linear
+  covered = mask > 0
+  np.testing.assert_allclose(depth[covered], box(f_depth * f_mask)[covered] / mask[covered],
+                             rtol=1e-5)
+  assert np.all(depth[~covered] == 0)
+  assert np.any((mask > 0) & (mask < 1))  # soft edges

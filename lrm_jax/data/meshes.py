@@ -488,7 +488,7 @@ class MeshViews:
                views_per_scene: int = 12, resolution: int = 64,
                background=(1.0, 1.0, 1.0), camera_radius=(2.0, 2.6),
                fov_deg=(45.0, 60.0), seed: int = 0, up_axis: str = "y",
-               elevation_deg=synthetic.ELEVATION_DEG):
+               elevation_deg=synthetic.ELEVATION_DEG, orbit_views: int = 0):
     synthetic.split_code(split)
     if not os.path.isfile(path):
       raise FileNotFoundError(f"mesh file not found: {path}")
@@ -505,6 +505,7 @@ class MeshViews:
     self.seed = int(seed)
     self.up_axis = up_axis
     self.elevation_deg = tuple(float(e) for e in elevation_deg)
+    self.orbit_views = int(orbit_views)
     self.max_radius = synthetic.max_object_radius(min(self.camera_radius), min(self.fov_deg))
     self._mesh = None
 
@@ -528,7 +529,8 @@ class MeshViews:
     """``c2w [V, 4, 4]`` and ``intrinsics [V, 4]`` of example ``idx``."""
     rng = synthetic.scene_rng(self.seed, self.split, synthetic.check_index(idx, len(self)))
     return synthetic.sample_cameras(rng, self.views_per_scene, self.resolution,
-                                    self.camera_radius, self.fov_deg, self.elevation_deg)
+                                    self.camera_radius, self.fov_deg, self.elevation_deg,
+                                    self.orbit_views)
 
   def __getitem__(self, idx) -> dict[str, np.ndarray]:
     idx = synthetic.check_index(idx, len(self))

@@ -9,10 +9,13 @@ so the stream is a pure function of the config; ``iterator.get_state()`` /
 
 A batch is a dict of numpy arrays (per process)::
 
-  inputs:  images [B, Vi, S, S, 3], masks [B, Vi, S, S, 1], c2w [B, Vi, 4, 4],
-           intrinsics [B, Vi, 4]
+  inputs:  images [B, Vi, S, S, 3], masks [B, Vi, S, S, 1], depths [B, Vi, S, S, 1],
+           c2w [B, Vi, 4, 4], intrinsics [B, Vi, 4]
   targets: images [B, Vt, T, T, 3], masks, depths [B, Vt, T, T, 1], c2w, intrinsics
   scene_id [B]
+
+Depths are camera z, 0 where unknown (off the object, or a source without depth); models
+may use input depths only as a training signal (e.g. GRM's ``loss.input_depth``).
 
 with ``S = data.input_size`` and ``T = data.target_crop or data.target_size``.
 """
@@ -56,7 +59,8 @@ class ViewSampler:
   Input views are resized to ``input_size``; target views to ``target_size`` and then
   randomly cropped to ``target_crop`` (0: no crop). Intrinsics follow every resize and crop.
   With ``fixed_views`` the first ``num_input`` views are inputs and the next ``num_target``
-  are targets (for evaluation).
+  are targets (for evaluation). With ``fixed_inputs`` the first ``num_input`` views are the
+  inputs (a structured input ring, ``data.orbit_inputs``) and targets are drawn from the rest.
   """
 
   num_input: int
@@ -65,6 +69,7 @@ class ViewSampler:
   target_size: int
   target_crop: int = 0
   fixed_views: bool = False
+  fixed_inputs: bool = False
 
   def __call__(self, example: dict, rng: np.random.Generator) -> dict:
     v = example["images"].shape[0]
@@ -73,30 +78,34 @@ class ViewSampler:
       raise ValueError(f"example {int(example['scene_id'])} has {v} views but "
                        f"{self.num_input} input + {self.num_target} target views were asked "
                        "for (data.num_input_views + data.num_target_views).")
-    order = np.arange(need) if self.fixed_views else rng.permutation(v)[:need]
+    if self.fixed_views:
+      order = np.arange(need)
+    elif self.fixed_inputs:
+      order = np.concatenate([np.arange(self.num_input), self.num_input + rng.permutation(
+          v - self.num_input)[:self.num_target]])
+    else:
+      order = rng.permutation(v)[:need]
     in_idx, tg_idx = order[:self.num_input], order[self.num_input:]
     h, w = example["images"].shape[1:3]
     if h != w:
       raise ValueError(f"example {int(example['scene_id'])}: views are {w}x{h}; the pipeline "
                        "needs square views (folder sources centre-crop when render_size is set).")
-    inputs = self._views(example, in_idx, self.input_size, 0, rng, with_depth=False)
-    targets = self._views(example, tg_idx, self.target_size, self.target_crop, rng,
-                          with_depth=True)
+    inputs = self._views(example, in_idx, self.input_size, 0, rng)
+    targets = self._views(example, tg_idx, self.target_size, self.target_crop, rng)
     return {"inputs": inputs, "targets": targets,
             "scene_id": np.asarray(example["scene_id"], np.int64)}
 
-  def _views(self, ex, idx, size, crop, rng, with_depth):
+  def _views(self, ex, idx, size, crop, rng):
     h = ex["images"].shape[1]
     images = np.stack([resize_image(ex["images"][i], size) for i in idx])
     masks = np.stack([resize_image(ex["masks"][i], size) for i in idx])
     intr = cam.resize_intrinsics(ex["intrinsics"][idx], (h, h), (size, size))
-    out = {"images": images, "masks": masks, "c2w": ex["c2w"][idx].astype(np.float32)}
-    if with_depth:
-      out["depths"] = np.stack([resize_depth(ex["depths"][i], size) for i in idx])
+    out = {"images": images, "masks": masks, "c2w": ex["c2w"][idx].astype(np.float32),
+           "depths": np.stack([resize_depth(ex["depths"][i], size) for i in idx])}
     if crop and crop < size:
       tops = rng.integers(0, size - crop + 1, size=len(idx))
       lefts = rng.integers(0, size - crop + 1, size=len(idx))
-      for key in [k for k in ("images", "masks", "depths") if k in out]:
+      for key in ("images", "masks", "depths"):
         out[key] = np.stack([a[t:t + crop, l:l + crop]
                              for a, t, l in zip(out[key], tops, lefts)])
       intr = cam.crop_intrinsics(intr, tops.astype(np.float32), lefts.astype(np.float32))
@@ -107,7 +116,7 @@ class ViewSampler:
 def sampler_from_config(data_config, fixed_views: bool = False) -> ViewSampler:
   d = data_config
   return ViewSampler(d.num_input_views, d.num_target_views, d.input_size, d.target_size,
-                     d.target_crop, fixed_views)
+                     d.target_crop, fixed_views, bool(d.get("orbit_inputs", False)))
 
 
 def per_process_batch_size(global_batch: int) -> int:

@@ -42,6 +42,11 @@ def _check_split(split: str) -> str:
   return split
 
 
+def orbit_views(data_config) -> int:
+  """Views of a rendered scene on the structured input ring (``data.orbit_inputs``)."""
+  return int(data_config.num_input_views) if data_config.get("orbit_inputs", False) else 0
+
+
 def make_source(spec: str, data_config, split: str = "train", seed: int = 0):
   """A random-access source for ``spec`` (see module docstring) and ``split``.
 
@@ -60,7 +65,9 @@ def make_source(spec: str, data_config, split: str = "train", seed: int = 0):
                             views_per_scene=d.views_per_scene, resolution=d.render_size,
                             background=tuple(d.background),
                             camera_radius=tuple(d.camera_radius), fov_deg=tuple(d.fov_deg),
-                            seed=seed)
+                            seed=seed, orbit_views=orbit_views(d),
+                            supersample=int(d.get("supersample", 1)),
+                            elevation_deg=tuple(d.elevation_deg))
   if kind == "mesh":
     if not arg:
       raise ValueError("source 'mesh:PATH.obj' needs a path.")
@@ -71,7 +78,8 @@ def make_source(spec: str, data_config, split: str = "train", seed: int = 0):
     return MeshViews(arg, split="val" if split == "eval" else split, num_scenes=n,
                      views_per_scene=d.views_per_scene, resolution=d.render_size,
                      background=tuple(d.background), camera_radius=tuple(d.camera_radius),
-                     fov_deg=tuple(d.fov_deg), seed=seed, up_axis=d.up_axis)
+                     fov_deg=tuple(d.fov_deg), seed=seed, up_axis=d.up_axis,
+                     orbit_views=orbit_views(d), elevation_deg=tuple(d.elevation_deg))
   if kind == "folder":
     if not arg:
       raise ValueError("source 'folder:DIR' needs a folder.")

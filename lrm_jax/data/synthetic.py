@@ -34,6 +34,7 @@ SPHERE, BOX, CYLINDER, CAPSULE = range(4)
 PATTERNS = ("solid", "stripes", "checker")
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 ELEVATION_DEG = (-20.0, 60.0)
+ORBIT_ELEVATION_DEG = 20.0  # GRM / Instant3D's input ring
 # Fraction of the half image that the object's bounding ball may cover (worst-case camera).
 IMAGE_FILL = 0.9
 _T_MIN = 1e-9  # nearest accepted ray parameter (cameras are outside every object)
@@ -156,16 +157,29 @@ def sample_object(rng: np.random.Generator, max_radius: float = 0.7) -> Syntheti
 
 def sample_cameras(rng: np.random.Generator, num_views: int, resolution: int,
                    camera_radius=(2.0, 2.6), fov_deg=(45.0, 60.0),
-                   elevation_deg=ELEVATION_DEG) -> tuple[np.ndarray, np.ndarray]:
-  """Random cameras on a sphere around the origin, looking at it (world z up).
+                   elevation_deg=ELEVATION_DEG, orbit_views: int = 0,
+                   orbit_elevation_deg: float = ORBIT_ELEVATION_DEG
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """Cameras on a sphere around the origin, looking at it (world z up).
 
   Distance, horizontal field of view, azimuth (``[0, 360)``) and elevation are uniform per
-  view. Returns ``c2w [V, 4, 4]`` and square-image ``intrinsics [V, 4]`` (float32).
+  view. With ``orbit_views = k > 0`` the first ``k`` views are instead the structured input
+  ring of GRM / Instant3D: azimuths evenly spaced from a random start, elevation
+  ``orbit_elevation_deg``, the middle distance and field of view. Returns
+  ``c2w [V, 4, 4]`` and square-image ``intrinsics [V, 4]`` (float32).
   """
+  if not 0 <= orbit_views <= num_views:
+    raise ValueError(f"orbit_views={orbit_views} must be in [0, views_per_scene={num_views}].")
   radius = rng.uniform(camera_radius[0], camera_radius[1], num_views)
   fov = np.deg2rad(rng.uniform(fov_deg[0], fov_deg[1], num_views))
   azimuth = rng.uniform(0.0, 360.0, num_views)
   elevation = rng.uniform(elevation_deg[0], elevation_deg[1], num_views)
+  if orbit_views:
+    k = orbit_views
+    radius[:k] = 0.5 * (camera_radius[0] + camera_radius[1])
+    fov[:k] = np.deg2rad(0.5 * (fov_deg[0] + fov_deg[1]))
+    azimuth[:k] = (azimuth[0] + np.arange(k) * 360.0 / k) % 360.0
+    elevation[:k] = orbit_elevation_deg
   c2w = cameras.orbit_cameras(azimuth, elevation, radius).astype(np.float32)
   focal = cameras.fov_to_focal(fov, resolution)
   half = np.full(num_views, resolution / 2.0)
@@ -353,7 +367,8 @@ def _render_view(obj: SyntheticObject, c2w: np.ndarray, intrinsics: np.ndarray,
 
 def render_views(obj: SyntheticObject, c2w: np.ndarray, intrinsics: np.ndarray,
                  height: int, width: int, background=(1.0, 1.0, 1.0),
-                 lit: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 lit: bool = True, supersample: int = 1
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Renders ``obj`` from the given cameras by exact ray casting.
 
   Args:
@@ -362,18 +377,30 @@ def render_views(obj: SyntheticObject, c2w: np.ndarray, intrinsics: np.ndarray,
     height, width: image size.
     background: RGB in ``[0, 1]`` composited behind the object.
     lit: shade (default) or return the unlit albedo.
+    supersample: ``s`` casts ``s x s`` rays per pixel and box-filters them (anti-aliased
+      edges, as a camera or a path tracer gives); 1 casts one ray through each centre.
   Returns:
-    ``rgb [V, H, W, 3]`` (composited), ``mask [V, H, W, 1]``, ``depth [V, H, W, 1]``
-    (z along the camera axis, 0 on background), all float32.
+    ``rgb [V, H, W, 3]`` (composited), ``mask [V, H, W, 1]`` (coverage: the fraction of a
+    pixel's rays that hit), ``depth [V, H, W, 1]`` (z along the camera axis, averaged over
+    the hits; 0 on background), all float32.
   """
+  s = int(supersample)
+  if s < 1:
+    raise ValueError(f"supersample must be >= 1, got {supersample}.")
   c2w = np.asarray(c2w).reshape(-1, 4, 4)
-  intrinsics = np.asarray(intrinsics).reshape(-1, 4)
-  views = [_render_view(obj, c2w[v], intrinsics[v], height, width, lit)
+  intrinsics = cameras.resize_intrinsics(np.asarray(intrinsics, np.float64).reshape(-1, 4),
+                                         (height, width), (height * s, width * s))
+  views = [_render_view(obj, c2w[v], intrinsics[v], height * s, width * s, lit)
            for v in range(c2w.shape[0])]  # one view at a time bounds memory
-  fg = np.stack([rgb for rgb, _ in views])  # [V, H, W, 3]
-  depth = np.stack([d for _, d in views])[..., None]  # [V, H, W, 1]
-  mask = (depth > 0).astype(np.float32)
-  return shading.composite(fg, mask, background), mask, depth
+  fg = np.stack([rgb for rgb, _ in views])  # [V, sH, sW, 3], 0 off the object
+  depth = np.stack([d for _, d in views])[..., None]  # [V, sH, sW, 1]
+  hit = (depth > 0).astype(np.float32)
+  box = lambda x: x.reshape(x.shape[0], height, s, width, s, x.shape[-1]).mean(axis=(2, 4))
+  mask = box(hit)  # [V, H, W, 1]
+  depth = np.where(mask > 0, box(depth) / np.maximum(mask, 1e-12), 0.0).astype(np.float32)
+  # fg is premultiplied by coverage after the box filter: composite with the coverage.
+  rgb = (box(fg) + np.asarray(background, np.float32) * (1.0 - mask)).astype(np.float32)
+  return rgb, mask.astype(np.float32), depth
 
 
 # ----------------------------------------------------------------------------------------
@@ -411,7 +438,8 @@ class SyntheticObjects:
   def __init__(self, split: str = "train", num_scenes: int = 1000,
                views_per_scene: int = 12, resolution: int = 64,
                background=(1.0, 1.0, 1.0), camera_radius=(2.0, 2.6),
-               fov_deg=(45.0, 60.0), seed: int = 0, elevation_deg=ELEVATION_DEG):
+               fov_deg=(45.0, 60.0), seed: int = 0, elevation_deg=ELEVATION_DEG,
+               orbit_views: int = 0, supersample: int = 1):
     split_code(split)
     if num_scenes < 1 or views_per_scene < 1 or resolution < 1:
       raise ValueError("num_scenes, views_per_scene and resolution must be positive.")
@@ -424,6 +452,8 @@ class SyntheticObjects:
     self.fov_deg = tuple(float(f) for f in fov_deg)
     self.seed = int(seed)
     self.elevation_deg = tuple(float(e) for e in elevation_deg)
+    self.orbit_views = int(orbit_views)
+    self.supersample = int(supersample)
     self.max_radius = max_object_radius(min(self.camera_radius), min(self.fov_deg))
 
   def __len__(self) -> int:
@@ -434,14 +464,15 @@ class SyntheticObjects:
     rng = scene_rng(self.seed, self.split, check_index(idx, len(self)))
     obj = sample_object(rng, self.max_radius)
     c2w, intrinsics = sample_cameras(rng, self.views_per_scene, self.resolution,
-                                     self.camera_radius, self.fov_deg, self.elevation_deg)
+                                     self.camera_radius, self.fov_deg, self.elevation_deg,
+                                     self.orbit_views)
     return obj, c2w, intrinsics
 
   def __getitem__(self, idx) -> dict[str, np.ndarray]:
     idx = check_index(idx, len(self))
     obj, c2w, intrinsics = self.scene(idx)
     rgb, mask, depth = render_views(obj, c2w, intrinsics, self.resolution, self.resolution,
-                                    self.background)
+                                    self.background, supersample=self.supersample)
     return {"images": rgb, "masks": mask, "depths": depth, "c2w": c2w,
             "intrinsics": intrinsics, "scene_id": np.int64(idx),
             "has_depth": np.float32(1.0)}

@@ -329,8 +329,9 @@ def total_variation(planes: jax.Array) -> jax.Array:
   return 0.5 * (dh + dw)
 
 
-def regularizers(representation, config) -> dict:
+def regularizers(representation, batch, config) -> dict:
   """``{"tv": (config.loss.tv, TV of the planes)}`` (OpenLRM: weight 5e-4)."""
+  del batch
   weight = float(config.loss.get("tv", 0.0))
   if weight <= 0:
     return {}

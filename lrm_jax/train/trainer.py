@@ -53,7 +53,7 @@ def make_train_step(model, module, config, tx, perceptual):
                                   rngs={"sample": key})
       terms = losses.image_losses(rendered, targets, config.loss, perceptual)
       total = terms.pop("total")
-      for name, (weight, value) in module.regularizers(rep, config).items():
+      for name, (weight, value) in module.regularizers(rep, batch, config).items():
         terms[name] = value
         total = total + weight * value
       if config.inject_nan_at_step >= 0:
