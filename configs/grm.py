@@ -44,9 +44,15 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.eval_every = 100
     config.checkpoint_every = 100
     config.optimizer.warmup_steps = 50
-    config.optimizer.lr = 1e-3
-    # Exact depth of the synthetic targets: a scale-invariant depth term speeds up geometry.
-    config.loss.depth = 0.2
+    config.optimizer.lr = 2e-3
+    # GRM's setting: 4 inputs on a ring (20 degrees elevation, 90 degrees apart), novel
+    # targets anywhere; anti-aliased renders (2x2 rays per pixel), as real images are.
+    d.orbit_inputs = True
+    d.supersample = 2
+    config.model.window = 4  # 4x4-pixel windows (x4 views): 4x cheaper upsampler attention
+    # A light pull of each pixel's Gaussian to the input view's depth (known here). More
+    # (1.0) learned depth better but rendered worse at 100 steps: 19.6 vs 20.5 dB.
+    config.loss.input_depth = 0.1
   elif arg.variant == "base":
     d.render_size = 256
     d.input_size = 256
