@@ -63,6 +63,16 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     d.input_size = 512
     d.target_size = 512
     d.batch_size = 256
+    # Fits a 16 GiB v5e chip at global batch 256 on v5e:16x16 (bench/RESULTS.md, AOT):
+    # parameters and AdamW state sharded over all chips (FSDP, one scene per chip), layers
+    # rematerialised, and the splatting renderer kept to one target view at a time.
+    config.mesh.shape = (1, -1, 1)
+    config.model.remat_policy = "full"
+    # All Gaussians at max_scale need 4.5 intersections each in 512^2 views of synthetic
+    # scenes (2.7 at the initial scale); overflow beyond 6 is counted, never silent.
+    config.model.intersections_per_gaussian = 6
+    config.model.render_views_at_once = 1
+    config.model.render_remat = True
   if arg.runlocal:
     d.render_size = d.input_size = d.target_size = 64
     d.batch_size = 2

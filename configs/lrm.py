@@ -69,6 +69,13 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.total_steps = 100_000
     config.optimizer.warmup_steps = 3000
     config.model.dtype = "bfloat16"
+    if arg.variant == "paper":
+      # Fits a 16 GiB v5e chip at global batch 256 on v5e:16x16 (bench/RESULTS.md, AOT):
+      # parameters and AdamW state sharded over all chips (FSDP, one scene per chip), with
+      # the model's full remat and bfloat16 matmuls. Pure data parallelism would keep a
+      # whole f32 copy of the 451M parameters, their gradients and AdamW moments (7 GiB)
+      # on every chip.
+      config.mesh.shape = (1, -1, 1)
   if arg.runlocal:
     patch = config.model.encoder.patch
     d.render_size = d.target_size = 64

@@ -20,6 +20,7 @@ tests and ``bench/scaling.py``.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from typing import Any, Callable
 
@@ -54,6 +55,7 @@ class Program:
   init_fn: Callable  # key -> boxed TrainState
   step_fn: Callable  # the trainer's (state, batch) -> (state, metrics)
   n_params: int
+  flops: float = float("nan")  # matmul/conv FLOPs per step (jaxpr_flops), once computed
 
   def init_rng(self) -> jax.Array:
     """The key the trainer initialises with (``fold_in(root, 2**31 - 1)``)."""
@@ -106,14 +108,12 @@ def abstract_batch(config, mesh, rules, global_batch: int | None = None):
   vi, vt = d.num_input_views, d.num_target_views
   s, t = d.input_size, d.target_crop or d.target_size
 
-  def views(v, size, depth):
+  def views(v, size):
     out = {"images": (b, v, size, size, 3), "masks": (b, v, size, size, 1),
-           "c2w": (b, v, 4, 4), "intrinsics": (b, v, 4)}
-    if depth:
-      out["depths"] = (b, v, size, size, 1)
+           "depths": (b, v, size, size, 1), "c2w": (b, v, 4, 4), "intrinsics": (b, v, 4)}
     return {k: jax.ShapeDtypeStruct(shape, jnp.float32) for k, shape in out.items()}
 
-  tree = {"inputs": views(vi, s, False), "targets": views(vt, t, True),
+  tree = {"inputs": views(vi, s), "targets": views(vt, t),
           "scene_id": jax.ShapeDtypeStruct((b,), jnp.int32)}
   parallel.check_batch_size(b, mesh, rules)
   return jax.tree.map(
@@ -145,8 +145,9 @@ def analyse(compiled, num_devices: int) -> dict:
 
   ``peak_bytes`` = arguments + temporaries + outputs - aliased (donated state is reused
   for the new state) + generated code: what must fit in one chip's HBM. ``cost_analysis``
-  of an SPMD executable describes one device's program, so ``flops`` is multiplied by the
-  device count for the whole step.
+  of an SPMD executable describes one device's program, so ``xla_flops`` is multiplied by
+  the device count; it counts a scan (``nn.scan`` over layers) body once, so it undercounts
+  scanned models -- ``jaxpr_flops`` does not.
   """
   mem = compiled.memory_analysis()
   out = {k: int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
@@ -157,10 +158,54 @@ def analyse(compiled, num_devices: int) -> dict:
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else {}
   cost = cost or {}
-  out["flops_per_device"] = float(cost.get("flops", 0.0))
-  out["flops"] = out["flops_per_device"] * num_devices
+  out["xla_flops_per_device"] = float(cost.get("flops", 0.0))
+  out["xla_flops"] = out["xla_flops_per_device"] * num_devices
   out["bytes_accessed_per_device"] = float(cost.get("bytes accessed", 0.0))
   return out
+
+
+def _sub_jaxprs(eqn):
+  import jax.extend as jex
+  for value in eqn.params.values():
+    for v in value if isinstance(value, (tuple, list)) else (value,):
+      if isinstance(v, jex.core.ClosedJaxpr):
+        yield v.jaxpr
+      elif isinstance(v, jex.core.Jaxpr):
+        yield v
+
+
+def jaxpr_flops(jaxpr) -> float:
+  """Matmul + convolution FLOPs of a jaxpr (2 per multiply-add), all devices together.
+
+  Unlike XLA's ``cost_analysis`` (which counts a while/scan body once), a ``scan`` body
+  counts ``length`` times, a ``shard_map`` body once per device, a ``cond`` its costliest
+  branch; rematerialised forward passes appear in the backward jaxpr and are counted.
+  Elementwise ops are ignored (they are a small share of a transformer's FLOPs).
+  """
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == "dot_general":
+      (contract, _), _ = eqn.params["dimension_numbers"]
+      lhs = eqn.invars[0].aval.shape
+      total += 2.0 * np.prod(eqn.outvars[0].aval.shape) * np.prod([lhs[d] for d in contract])
+    elif name == "conv_general_dilated":
+      rhs = eqn.invars[1].aval.shape
+      spec = eqn.params["dimension_numbers"].rhs_spec  # (out feat, in feat, *spatial)
+      per_output = rhs[spec[1]] * np.prod([rhs[d] for d in spec[2:]])
+      total += 2.0 * np.prod(eqn.outvars[0].aval.shape) * per_output
+    subs = [jaxpr_flops(j) for j in _sub_jaxprs(eqn)]
+    if not subs:
+      continue
+    if name == "cond":
+      total += max(subs)
+    elif name == "scan":
+      total += eqn.params["length"] * sum(subs)
+    elif name == "shard_map":
+      total += eqn.params["mesh"].size * sum(subs)
+    else:
+      total += sum(subs)
+  return float(total)
 
 
 def compile_train_step(config, devices, perceptual=None, log: Callable = print):
@@ -174,13 +219,74 @@ def compile_train_step(config, devices, perceptual=None, log: Callable = print):
   with parallel.use_mesh(mesh, rules):
     batch = abstract_batch(config, mesh, rules)
     t0 = time.perf_counter()
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      program.flops = jaxpr_flops(
+          jax.make_jaxpr(program.step_fn)(program.abstract, batch).jaxpr)
     # Pallas TPU lowering asks "the current device" for its chip; on a CPU host the
     # abstract mesh of the (TPU) mesh answers instead.
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
       lowered = program.jit_step(batch).lower(program.abstract, batch)
     log(f"lowered in {time.perf_counter() - t0:.1f} s; compiling ...")
-    compiled = lowered.compile()
+    try:
+      compiled = lowered.compile()
+    except Exception as e:  # pylint: disable=broad-except
+      if "RESOURCE_EXHAUSTED" in str(e):
+        raise DoesNotFit(str(e), program) from e
+      raise
   return program, compiled, time.perf_counter() - t0
+
+
+_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+_SIZE = r"([\d.]+)([KMGT]?)B?"
+
+
+def _bytes(number: str, unit: str) -> float:
+  return float(number) * _UNITS[unit]
+
+
+def parse_out_of_memory(message: str) -> dict:
+  """What the TPU compiler's RESOURCE_EXHAUSTED message says about HBM.
+
+  libtpu words it in (at least) two ways: "the total memory required for HLO temporaries
+  (67.58G) exceeds available HBM (15.75G)", and "Ran out of memory in memory space hbm.
+  Used 17.35G of 15.75G hbm. Exceeded hbm capacity by 1.60G." followed by a breakdown and
+  the largest allocations. Returns ``required`` and ``available`` bytes (NaN when absent),
+  ``what`` they are for, and up to 12 lines of ``largest`` allocations.
+  """
+  out = dict(required=float("nan"), available=float("nan"), what="?", largest=[])
+  found = re.search(rf"required for ([\w ]+?) \({_SIZE}\) exceeds available HBM "
+                    rf"\({_SIZE}\)", message)
+  if found:
+    out.update(what=found.group(1), required=_bytes(*found.group(2, 3)),
+               available=_bytes(*found.group(4, 5)))
+  else:
+    found = re.search(rf"Used {_SIZE} of {_SIZE} hbm", message)
+    if found:
+      out.update(what="the program", required=_bytes(*found.group(1, 2)),
+                 available=_bytes(*found.group(3, 4)))
+  total = re.search(rf"Total hbm usage >= {_SIZE}", message)
+  if total:
+    out["total"] = _bytes(*total.group(1, 2))
+  lines = message.splitlines()
+  for i, line in enumerate(lines):
+    if "Largest program allocations" in line:
+      picked = [l.strip() for l in lines[i + 1:] if re.match(r"\s*\d+\. Size:", l)
+                or re.match(r"\s+(Operator|Shape):", l)]
+      out["largest"] = picked[:12]
+      break
+  return out
+
+
+class DoesNotFit(RuntimeError):
+  """The TPU compiler refused the step: it needs more HBM than a chip has."""
+
+  def __init__(self, message: str, program: Program):
+    super().__init__(message)
+    self.program = program
+    parsed = parse_out_of_memory(message)
+    self.what, self.required, self.available = (parsed["what"], parsed["required"],
+                                                parsed["available"])
+    self.largest = parsed["largest"]
 
 
 def random_perceptual(config):
@@ -206,30 +312,55 @@ def prepare_for_tpu(config) -> None:
 
 
 def report(config, topology: str, devices, perceptual=None, log: Callable = print) -> dict:
-  """Compiles ``config`` for ``topology`` and returns (and logs) the numbers."""
+  """Compiles ``config`` for ``topology`` and returns (and logs) the numbers.
+
+  Per-device bytes: ``argument``, ``temp``, ``output``, ``alias`` (outputs sharing an
+  argument's buffer: the donated state), ``generated_code`` and ``peak_bytes`` (see
+  :func:`analyse`). When the TPU compiler refuses the step for lack of HBM, ``fits`` is
+  False and ``required`` / ``largest`` say what it wanted (memory fields are then NaN).
+  """
   gen = chip_generation(topology)
-  program, compiled, secs = compile_train_step(config, devices, perceptual, log)
-  stats = analyse(compiled, len(devices))
   hbm = HBM_GIB[gen] * 2**30
+  t0 = time.perf_counter()
+  try:
+    program, compiled, secs = compile_train_step(config, devices, perceptual, log)
+    stats = analyse(compiled, len(devices))
+    stats.update(fits=stats["peak_bytes"] <= hbm, compile_s=round(secs, 1))
+  except DoesNotFit as e:
+    program = e.program
+    nan = float("nan")
+    stats = dict(argument=nan, temp=nan, output=nan, alias=nan, generated_code=nan,
+                 peak_bytes=nan, xla_flops=nan, fits=False, required=e.required,
+                 required_for=e.what, largest=e.largest, message=str(e).strip()[:3000],
+                 compile_s=round(time.perf_counter() - t0, 1))
+  model = config.model
   stats.update(
       config=f"{config.family}-{config.variant}", topology=topology, devices=len(devices),
       mesh=dict(program.mesh.shape), n_params=program.n_params,
-      global_batch=int(config.data.batch_size), remat=config.model.get("remat_policy", "?"),
-      dtype=config.model.get("dtype", "?"), hbm_bytes=hbm, fits=stats["peak_bytes"] <= hbm,
-      compile_s=round(secs, 1),
-      min_step_s=stats["flops"] / (len(devices) * PEAK_BF16_TFLOPS[gen] * 1e12))
+      global_batch=int(config.data.batch_size), remat=model.get("remat_policy", "?"),
+      dtype=model.get("dtype", "?"), hbm_bytes=hbm, flops=program.flops,
+      min_step_s=program.flops / (len(devices) * PEAK_BF16_TFLOPS[gen] * 1e12))
   log(f"{stats['config']} on {topology} ({len(devices)} chips, mesh {stats['mesh']}), "
       f"global batch {stats['global_batch']}, remat {stats['remat']}, dtype {stats['dtype']}")
   log(f"  parameters:           {program.n_params:,}")
-  log(f"  per device: arguments {gib(stats['argument']):.3f} GiB, temp {gib(stats['temp']):.3f} "
-      f"GiB, outputs {gib(stats['output']):.3f} GiB (aliased {gib(stats['alias']):.3f} GiB), "
-      f"code {gib(stats['generated_code']):.3f} GiB")
-  log(f"  peak per device:      {gib(stats['peak_bytes']):.2f} GiB of {HBM_GIB[gen]} GiB HBM "
-      f"-> {'FITS' if stats['fits'] else 'DOES NOT FIT'}")
-  log(f"  FLOPs per step:       {stats['flops'] / 1e12:.1f} TFLOP "
-      f"({stats['flops_per_device'] / 1e12:.2f} per device); >= {stats['min_step_s']:.2f} s/step "
-      f"at the bf16 peak")
-  log(f"  compiled in {secs:.1f} s")
+  if stats["fits"] or np.isfinite(stats["peak_bytes"]):
+    log(f"  per device: arguments {gib(stats['argument']):.3f} GiB, temp "
+        f"{gib(stats['temp']):.3f} GiB, outputs {gib(stats['output']):.3f} GiB (aliased "
+        f"{gib(stats['alias']):.3f} GiB), code {gib(stats['generated_code']):.3f} GiB")
+    log(f"  peak per device:      {gib(stats['peak_bytes']):.2f} GiB of {HBM_GIB[gen]} GiB "
+        f"HBM -> {'FITS' if stats['fits'] else 'DOES NOT FIT'}")
+  elif np.isfinite(stats["required"]):
+    log(f"  DOES NOT FIT: the TPU compiler needs {gib(stats['required']):.2f} GiB for "
+        f"{stats['required_for']} (a chip has {HBM_GIB[gen]} GiB)")
+    for line in stats["largest"]:
+      log(f"    {line}")
+  else:
+    log(f"  DOES NOT FIT (unparsed compiler message): {stats.get('message', '')}")
+  xla = stats["xla_flops"]
+  log(f"  FLOPs per step:       {stats['flops'] / 1e12:.1f} TFLOP (matmul + conv, from the "
+      f"jaxpr; XLA cost_analysis: {xla / 1e12:.1f}, scan bodies once); "
+      f">= {stats['min_step_s']:.3f} s/step at the bf16 peak")
+  log(f"  compiled in {stats['compile_s']:.1f} s")
   return stats
 
 
@@ -245,6 +376,10 @@ def main(argv):
                              f.num_slices)
   perceptual = random_perceptual(config) if f.lpips else None
   stats = report(config, f.topology, devices, perceptual)
+  if f.json_out:
+    import json
+    with open(f.json_out, "w") as out:
+      json.dump(stats, out, indent=1, default=str)
   if not stats["fits"] and f.fail_if_not_fits:
     raise SystemExit(1)
 
@@ -259,6 +394,7 @@ def _define_flags():
   flags.DEFINE_bool("lpips", True, "include the LPIPS-VGG16 loss (random weights) when "
                     "config.loss.lpips > 0, as a real training run would")
   flags.DEFINE_bool("fail_if_not_fits", False, "exit 1 when the step does not fit in HBM")
+  flags.DEFINE_string("json_out", "", "also write the numbers to this JSON file")
   flags.mark_flags_as_required(["config"])
 
 

@@ -24,12 +24,16 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   from lrm_jax import parallel
-  parallel.maybe_initialize_distributed(_COORD.value, _NPROC.value, _PID.value)
+  distributed = parallel.maybe_initialize_distributed(_COORD.value, _NPROC.value, _PID.value)
   from lrm_jax.train import trainer
   try:
     summary = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except trainer.NonFiniteLossError as e:
     raise SystemExit(f"error: {e}") from e
+  if distributed:
+    # Leave together, before interpreter shutdown tears down orbax's and grain's threads:
+    # the coordination service's shutdown barrier waits for every process.
+    parallel.shutdown_distributed()
   ev = summary.get("eval")
   if ev:
     print(f"done: {summary['steps']} steps in {summary['wall_s']:.0f} s; held-out PSNR "

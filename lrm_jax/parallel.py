@@ -437,3 +437,10 @@ def maybe_initialize_distributed(coordinator: str = "", num_processes: int = 0,
     jax.distributed.initialize()
     return True
   return False
+
+
+def shutdown_distributed() -> None:
+  """``jax.distributed.shutdown()``, after a barrier when there are several processes."""
+  if jax.process_count() > 1:
+    barrier("shutdown")
+  jax.distributed.shutdown()

@@ -192,8 +192,11 @@ class Model(nn.Module):
   def render(self, gaussians: gs.Gaussians, cameras: cam.Cameras, background) -> dict:
     """Splats ``[B, N]`` Gaussians into cameras ``[B, V]``: rgb, depth, alpha, overflow.
 
-    ``config.model.intersections_per_gaussian`` (optional) sizes the static intersection
-    buffer per camera (default :func:`splatting.default_capacity`; overflow is reported).
+    Memory settings (``config.model``, optional; the paper config sets them):
+    ``intersections_per_gaussian`` sizes the static intersection buffer per camera
+    (default 16 per Gaussian, :func:`splatting.default_capacity`; overflow is reported),
+    ``render_views_at_once`` renders that many target views at a time, one group after
+    another, and ``render_remat`` recomputes each group in the backward pass.
     """
     c = self.config
     backend = resolve_backend(c.backend)
@@ -202,6 +205,8 @@ class Model(nn.Module):
     per_gaussian = int(c.get("intersections_per_gaussian", 0) or 0)
     if per_gaussian > 0:
       options["capacity"] = per_gaussian * gaussians.num
+    options["views_at_once"] = int(c.get("render_views_at_once", 0) or 0) or None
+    options["remat"] = bool(c.get("render_remat", False))
     return parallel.batch_map(
         lambda g, c, bg: splatting.rasterize(g, c, bg, backend=backend, **options),
         (gaussians, cameras),

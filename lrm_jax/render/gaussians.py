@@ -120,27 +120,54 @@ def concatenate(gs: list[Gaussians]) -> Gaussians:
 
 def normalize_quats(quats, eps: float = 1e-12):
   """Unit quaternions ``[..., 4]``; a zero quaternion becomes ``(1, 0, 0, 0)`` (finite grads)."""
-  sq = jnp.sum(quats * quats, axis=-1, keepdims=True)
+  return jnp.stack(_unit_quat_components(quats, eps), axis=-1)
+
+
+def _unit_quat_components(quats, eps: float = 1e-12):
+  """``(w, x, y, z)``, each ``[...]``, of the normalised quaternions ``[..., 4]``.
+
+  Componentwise (no reduction over the size-4 axis), like everything the renderer does
+  per Gaussian: a TPU lays a ``[N, 4]`` or ``[N, 3, 3]`` intermediate out with its small
+  last axes padded to 8 x 128, i.e. 30-100x its size (gigabytes for a million Gaussians),
+  while ``[N]`` vectors are dense.
+  """
+  w, x, y, z = (quats[..., i] for i in range(4))
+  sq = w * w + x * x + y * y + z * z
   ok = sq > eps
-  identity = jnp.zeros_like(quats).at[..., 0].set(1.0)
-  return jnp.where(ok, quats * jax.lax.rsqrt(jnp.where(ok, sq, 1.0)), identity)
+  inv = jax.lax.rsqrt(jnp.where(ok, sq, 1.0))
+  return (jnp.where(ok, w * inv, 1.0), jnp.where(ok, x * inv, 0.0),
+          jnp.where(ok, y * inv, 0.0), jnp.where(ok, z * inv, 0.0))
+
+
+def _rotmat_rows(quats):
+  """Rows of the rotation matrix (3 x 3 nested tuples of ``[...]``) of ``[..., 4]`` wxyz."""
+  w, x, y, z = _unit_quat_components(quats)
+  return ((1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)),
+          (2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)),
+          (2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)))
 
 
 def quat_to_rotmat(quats):
   """Rotation matrices ``[..., 3, 3]`` of (normalised here) ``wxyz`` quaternions ``[..., 4]``."""
-  w, x, y, z = jnp.moveaxis(normalize_quats(quats), -1, 0)
-  rows = [
-      [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-      [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-      [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-  ]
-  return jnp.stack([jnp.stack(r, axis=-1) for r in rows], axis=-2)
+  return jnp.stack([jnp.stack(r, axis=-1) for r in _rotmat_rows(quats)], axis=-2)
+
+
+def covariance_components(quats, scales):
+  """The six entries ``(xx, xy, xz, yy, yz, zz)``, each ``[..., N]``, of ``R S S^T R^T``.
+
+  Componentwise (see :func:`_unit_quat_components` for why); :func:`covariance` stacks them.
+  """
+  r = _rotmat_rows(quats)
+  s2 = [scales[..., j] * scales[..., j] for j in range(3)]
+  entry = lambda i, k: sum(r[i][j] * r[k][j] * s2[j] for j in range(3))
+  return entry(0, 0), entry(0, 1), entry(0, 2), entry(1, 1), entry(1, 2), entry(2, 2)
 
 
 def covariance(quats, scales):
   """``Sigma = R S S^T R^T`` ``[..., N, 3, 3]`` from quaternions ``[..., N, 4]`` and scales."""
-  m = quat_to_rotmat(quats) * scales[..., None, :]  # [..., N, 3, 3] = R S
-  return jnp.einsum("...ij,...kj->...ik", m, m)
+  xx, xy, xz, yy, yz, zz = covariance_components(quats, scales)
+  rows = ((xx, xy, xz), (xy, yy, yz), (xz, yz, zz))
+  return jnp.stack([jnp.stack(r, axis=-1) for r in rows], axis=-2)
 
 
 # ----------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ import jax.numpy as jnp
 
 from lrm_jax import cameras as cameras_lib
 from lrm_jax.render import sh as sh_lib
-from lrm_jax.render.gaussians import Gaussians, covariance
+from lrm_jax.render.gaussians import Gaussians, covariance_components
 
 Array = Any
 
@@ -102,12 +102,14 @@ def project(g: Gaussians, c2w, intrinsics, height: int, width: int,
     :class:`Projected`. Values of undrawn Gaussians (radius 0) are finite but meaningless;
     gradients are finite everywhere (behind the camera, zero scale, zero quaternion).
   """
+  # Componentwise throughout: every per-Gaussian quantity is an [N] vector (a TPU pads
+  # the small last axes of [N, 3] / [N, 2, 3] intermediates to 8 x 128).
   rot = c2w[:3, :3]  # columns: camera axes in world
-  t = (g.means - c2w[:3, 3]) @ rot  # [N, 3] camera frame
+  d = [g.means[:, i] - c2w[i, 3] for i in range(3)]
+  tx, ty, t_z = (d[0] * rot[0, j] + d[1] * rot[1, j] + d[2] * rot[2, j] for j in range(3))
   fx, fy, cx, cy = intrinsics[0], intrinsics[1], intrinsics[2], intrinsics[3]
-  in_front = t[:, 2] > near
-  tz = jnp.where(in_front, t[:, 2], 1.0)
-  tx, ty = t[:, 0], t[:, 1]
+  in_front = t_z > near
+  tz = jnp.where(in_front, t_z, 1.0)
 
   # Jacobian of the perspective map, evaluated at most 1.3x the frustum out (gsplat).
   tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
@@ -117,33 +119,38 @@ def project(g: Gaussians, c2w, intrinsics, height: int, width: int,
   lim_y_neg = cy / fy + (FOV_CLAMP - 1.0) * tan_y
   jx = jnp.clip(tx / tz, -lim_x_neg, lim_x_pos)
   jy = jnp.clip(ty / tz, -lim_y_neg, lim_y_pos)
-  zeros = jnp.zeros_like(tz)
-  jac = jnp.stack([jnp.stack([fx / tz, zeros, -fx * jx / tz], -1),
-                   jnp.stack([zeros, fy / tz, -fy * jy / tz], -1)], -2)  # [N, 2, 3]
-  m = jac @ rot.T  # [N, 2, 3] = J W
-  cov2d = jnp.einsum("nij,njk,nlk->nil", m, covariance(g.quats, g.scales), m)  # [N, 2, 2]
-  a = cov2d[:, 0, 0] + LOWPASS
-  b = cov2d[:, 0, 1]
-  c = cov2d[:, 1, 1] + LOWPASS
+  # Rows of J W (W = rot^T, world -> camera): J = [[fx/z, 0, -fx jx/z], [0, fy/z, -fy jy/z]].
+  a0, a2 = fx / tz, -fx * jx / tz
+  b1, b2 = fy / tz, -fy * jy / tz
+  m0 = [a0 * rot[i, 0] + a2 * rot[i, 2] for i in range(3)]
+  m1 = [b1 * rot[i, 1] + b2 * rot[i, 2] for i in range(3)]
+  xx, xy, xz, yy, yz, zz = covariance_components(g.quats, g.scales)
+  sig = ((xx, xy, xz), (xy, yy, yz), (xz, yz, zz))
+  sm1 = [sig[i][0] * m1[0] + sig[i][1] * m1[1] + sig[i][2] * m1[2] for i in range(3)]
+  sm0 = [sig[i][0] * m0[0] + sig[i][1] * m0[1] + sig[i][2] * m0[2] for i in range(3)]
+  a = m0[0] * sm0[0] + m0[1] * sm0[1] + m0[2] * sm0[2] + LOWPASS  # (J W Sigma W^T J^T)
+  b = m0[0] * sm1[0] + m0[1] * sm1[1] + m0[2] * sm1[2]
+  c = m1[0] * sm1[0] + m1[1] * sm1[1] + m1[2] * sm1[2] + LOWPASS
   det = a * c - b * b
   ok = in_front & (det > 0)
   inv_det = 1.0 / jnp.where(ok, det, 1.0)
   conics = jnp.stack([c * inv_det, -b * inv_det, a * inv_det], -1)  # [N, 3]
-  means2d = jnp.stack([fx * tx / tz + cx, fy * ty / tz + cy], -1)  # [N, 2]
+  mean_x, mean_y = fx * tx / tz + cx, fy * ty / tz + cy
+  means2d = jnp.stack([mean_x, mean_y], -1)  # [N, 2]
 
   # 3-sigma radius of the larger eigenvalue (no gradient: it only selects tiles).
   sa, sc, sdet = jax.lax.stop_gradient((a, c, det))
   mid = 0.5 * (sa + sc)
   lam = mid + jnp.sqrt(jnp.maximum(0.1, mid * mid - sdet))
   radius = jnp.ceil(3.0 * jnp.sqrt(lam))
-  mx, my = jax.lax.stop_gradient((means2d[:, 0], means2d[:, 1]))
+  mx, my = jax.lax.stop_gradient((mean_x, mean_y))
   on_screen = (mx + radius > 0) & (mx - radius < width) & (my + radius > 0) & (
       my - radius < height)
   radii = jnp.where(ok & on_screen, radius, 0.0).astype(jnp.int32)
 
   # View-dependent colour: direction from the camera centre to the mean.
   colors = sh_lib.eval_sh(g.sh, g.means - c2w[:3, 3])
-  return Projected(means2d, conics, t[:, 2], radii, colors, g.opacities[:, 0])
+  return Projected(means2d, conics, t_z, radii, colors, g.opacities[:, 0])
 
 
 # ----------------------------------------------------------------------------------------
@@ -192,6 +199,21 @@ def default_capacity(num_gaussians: int, height: int, width: int,
   return int(max(1, min(num_gaussians * tiles_y * tiles_x, 16 * num_gaussians)))
 
 
+def _floordiv_small(a, b):
+  """``a // b`` for int32 ``0 <= a < 2**24`` and ``b >= 1`` (elementwise, exact).
+
+  Through float32 (exact for such integers) and one correction step each way: the TPU
+  compiler takes minutes to compile an int32 division by a non-constant divisor over a
+  few hundred thousand elements (44-70 s for 4 x 262,144 on libtpu 0.0.42), a float
+  division well under a second. In binning ``a`` is an index inside one Gaussian's tile
+  rectangle (fewer than the image's tiles); slots past the last intersection may exceed
+  the bound, and their tiles are discarded.
+  """
+  q = jnp.floor(a.astype(jnp.float32) / b.astype(jnp.float32)).astype(jnp.int32)
+  q = q - (q * b > a).astype(jnp.int32)
+  return q + ((q + 1) * b <= a).astype(jnp.int32)
+
+
 def _rank_of_slots(counts_sorted, capacity: int):
   """For each slot ``[M]``, the depth rank of the Gaussian that writes it.
 
@@ -227,7 +249,8 @@ def bin_gaussians(proj: Projected, height: int, width: int, tile_size: int = TIL
   slots = jnp.arange(capacity, dtype=jnp.int32)
   local = slots - start[rank]  # index inside the Gaussian's rectangle
   w = jnp.maximum(x1 - x0, 1)[rank]
-  tile = (y0[rank] + local // w) * tiles_x + x0[rank] + local % w
+  row = _floordiv_small(local, w)
+  tile = (y0[rank] + row) * tiles_x + x0[rank] + (local - row * w)
   tile = jnp.where(slots < total, tile, num_tiles)  # unused slots sort last
   rank_bits = max(1, (n - 1).bit_length())
   if (num_tiles + 1) << rank_bits <= 2**32:
@@ -744,6 +767,7 @@ def _render_one(g: Gaussians, c2w, intrinsics, background, *, height, width, bac
 def rasterize(gaussians: Gaussians, cameras: cameras_lib.Cameras, background=None, *,
               image_size: tuple[int, int] | None = None, backend: str = "tiled",
               tile_size: int = TILE_SIZE, capacity: int | None = None,
+              views_at_once: int | None = None, remat: bool = False,
               **options) -> dict:
   """Renders Gaussians from cameras (see the module docstring for the semantics).
 
@@ -757,6 +781,12 @@ def rasterize(gaussians: Gaussians, cameras: cameras_lib.Cameras, background=Non
     backend: ``"tiled"`` (jnp, default), ``"dense"`` (oracle) or ``"pallas"``.
     tile_size: tile side in pixels.
     capacity: intersections per camera (default :func:`default_capacity`).
+    views_at_once: render the views of each set of Gaussians this many at a time, one
+      group after another (``lax.map``), so only one group's binning and compositing
+      buffers are alive (default: all views together).
+    remat: recompute each group of views in the backward pass instead of keeping its
+      projection, binning and compositing residuals: with ``views_at_once`` the render's
+      memory is then that of one group, for one more forward render per step.
     **options: backend settings: ``chunk_size``, ``block_tiles``, ``max_per_tile`` for
       ``tiled`` (:class:`TileConfig`); passed to the Pallas kernel for ``pallas``.
   Returns:
@@ -783,6 +813,31 @@ def rasterize(gaussians: Gaussians, cameras: cameras_lib.Cameras, background=Non
   bg = jnp.broadcast_to(bg, cb + (3,)).reshape(nb, nv, 3)
   fn = functools.partial(_render_one, height=height, width=width, backend=backend,
                          tile_size=tile_size, capacity=capacity, options=options)
-  fn = jax.vmap(jax.vmap(fn, in_axes=(None, 0, 0, 0)), in_axes=(0, 0, 0, 0))
-  out = fn(g, c2w, intr, bg)
+  views = jax.vmap(fn, in_axes=(None, 0, 0, 0))  # one scene, its views together
+  if views_at_once is not None and 0 < views_at_once < nv:
+    views = _views_in_groups(views, nv, views_at_once, remat)
+  elif remat:
+    views = jax.checkpoint(views)
+  out = jax.vmap(views, in_axes=(0, 0, 0, 0))(g, c2w, intr, bg)
   return jax.tree.map(lambda x: x.reshape(cb + x.shape[2:]), out)
+
+
+def _views_in_groups(views, nv: int, k: int, remat: bool):
+  """``views(g, c2w [V], intr [V], bg [V])`` run ``k`` views at a time (``lax.map``).
+
+  The Gaussians are shared by every group (their gradient sums over the groups); the last
+  group is padded with copies of the last view, whose outputs are dropped.
+  """
+  groups = -(-nv // k)
+
+  def grouped(g, c2w, intr, bg):
+    def split(x):
+      x = jnp.concatenate([x, jnp.repeat(x[-1:], groups * k - nv, axis=0)], axis=0)
+      return x.reshape((groups, k) + x.shape[1:])
+    body = lambda cams: views(g, *cams)
+    if remat:
+      body = jax.checkpoint(body, prevent_cse=False)  # inside a loop: no CSE to prevent
+    out = jax.lax.map(body, (split(c2w), split(intr), split(bg)))
+    return jax.tree.map(lambda x: x.reshape((groups * k,) + x.shape[2:])[:nv], out)
+
+  return grouped

@@ -22,10 +22,32 @@ def _abs(path: str) -> str:
   return os.path.abspath(os.path.expanduser(path))
 
 
+def use_coordination_service_barriers() -> bool:
+  """With several processes, makes orbax wait at its barriers on the coordination service.
+
+  Orbax's default cross-process barrier is an all-gather over every device. On CPU (gloo)
+  a collective whose peer arrives more than 30 s later fails ("Gloo context initialization
+  failed: GetKeyValue() timed out"), and processes do drift that far apart before the
+  first save (start-up, compilation, another job on the host). The coordination service's
+  barrier (``experimental_orbax_use_distributed_barrier``) waits up to orbax's timeout
+  (300 s) instead. Takes effect where absl flags are parsed (``lrm_jax.main``); returns
+  whether it did.
+  """
+  if jax.process_count() == 1:
+    return False
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS.is_parsed() or \
+      "experimental_orbax_use_distributed_barrier" not in flags.FLAGS:
+    return False
+  flags.FLAGS.experimental_orbax_use_distributed_barrier = True
+  return True
+
+
 class Checkpointer:
   """A ``CheckpointManager`` with two items: ``state`` (pytree) and ``data`` (iterator)."""
 
   def __init__(self, directory: str, keep: int = 3, async_save: bool = False):
+    use_coordination_service_barriers()
     self.directory = _abs(directory)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=async_save)
