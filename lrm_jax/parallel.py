@@ -322,6 +322,19 @@ def process_rows(mesh: Mesh, rules, global_rows: int) -> np.ndarray:
   return np.concatenate([np.arange(a, b) for a, b in starts]) if starts else np.arange(0)
 
 
+def gather_rows(local_rows: np.ndarray) -> np.ndarray:
+  """Every process's ``[b, ...]`` numpy rows concatenated in process order (``[P * b, ...]``).
+
+  For per-row values computed on the host from a process's own batch rows (e.g. the
+  evaluation baselines), so all processes report the same global figure. Identity with
+  one process.
+  """
+  if jax.process_count() == 1:
+    return np.asarray(local_rows)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.process_allgather(np.asarray(local_rows), tiled=True))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

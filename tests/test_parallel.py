@@ -161,8 +161,8 @@ def _lrm_available() -> bool:
 #   a few land within rounding distance of 0 and flip, moving a finite gradient
 #   contribution: dL/dplanes differs by ~1e-4 between batch 8 and 8 x batch 1 on one device,
 #   and neither matches a float64 evaluation better. With softplus all three agree to 3e-7,
-#   so the equivalence run uses softplus in the decoder (sharding does not depend on a
-#   pointwise activation). Then per leaf: gradients <= 1.1e-5, parameters <= 1.3e-5;
+#   so the equivalence run uses softplus in the decoder (``model.nerf_activation``; sharding
+#   does not depend on a pointwise activation). Then per leaf: gradients <= 1.1e-5, parameters <= 1.3e-5;
 #   checked to 1e-4.
 # - GRM: 3DGS is not smooth (alpha < 1/255 skipped, alpha <= 0.99, a transmittance cut-off,
 #   3-sigma tile culling). Per leaf: gradients <= 1.3e-4, parameters <= 6.7e-5; checked to
@@ -189,7 +189,7 @@ FAMILIES = {
         "model.triplane_tokens=4", "model.triplane_channels=8", "model.camera_embed_dim=32",
         "model.nerf_hidden=16", "model.num_coarse=8", "model.num_fine=8",
         "data.input_size=32", "data.render_size=32", "data.target_size=16",
-        "data.target_crop=8"], {"grad": 1e-4, "param": 1e-4}),
+        "data.target_crop=8", "model.nerf_activation=softplus"], {"grad": 1e-4, "param": 1e-4}),
 }
 # The workers' XLA:CPU: 8 fake devices; a collective waits for a late peer thread up to 10
 # minutes (default: abort after 40 s; 8 device threads share 2 busy cores); LLVM -O0, the
@@ -216,21 +216,6 @@ def _adam_mu(opt_state):
   return found[0].mu
 
 
-def _smooth_nerf_activation():
-  """The LRM NeRF decoder's hidden ReLU -> softplus (see the comment above COMMON): the
-  decoder module sees a copy of ``flax.linen`` whose ``relu`` is softplus."""
-  import inspect
-  import types
-  import flax.linen as nn
-  import jax
-  from lrm_jax.render import triplane
-  assert "nn.relu(" in inspect.getsource(triplane.TriplaneDecoder.__call__), \
-      "TriplaneDecoder no longer calls nn.relu: update _smooth_nerf_activation"
-  triplane.nn = types.SimpleNamespace(**{k: getattr(nn, k) for k in dir(nn)
-                                         if not k.startswith("__")})
-  triplane.nn.relu = jax.nn.softplus
-
-
 def _worker(family: str) -> None:
   """Trains ``family`` for STEPS steps on each mesh in MESHES from the same initial state;
   prints one JSON line per mesh (timings on stderr)."""
@@ -241,8 +226,6 @@ def _worker(family: str) -> None:
   from lrm_jax.config_loading import load_config
   from lrm_jax.data import pipeline
 
-  if family == "lrm":
-    _smooth_nerf_activation()
   spec, overrides, _ = FAMILIES[family]
   config = load_config(spec, COMMON + overrides)
   it = pipeline.make_iterator(config, "train")

@@ -239,3 +239,20 @@ def test_decoder_activations():
   assert float(rgb.min()) >= -0.001 - 1e-6 and float(rgb.max()) <= 1.001 + 1e-6
   assert float(rgb.min()) < 0.0 and float(rgb.max()) > 1.0  # the 1.002 stretch reaches them
   assert len(params["params"]) == 4  # OpenLRM: 4 Dense layers
+
+
+def test_decoder_hidden_activation_matches_a_numpy_mlp():
+  x = np.asarray(jax.random.normal(jax.random.key(2), (9, 6)))
+  for name, act in [("relu", lambda v: np.maximum(v, 0.0)),
+                    ("softplus", lambda v: np.logaddexp(v, 0.0))]:
+    decoder = tp.TriplaneDecoder(hidden=8, num_layers=3, hidden_activation=name)
+    params = decoder.init(jax.random.key(0), jnp.zeros((1, 6)))
+    sigma, _ = decoder.apply(params, jnp.asarray(x))
+    h = x.astype(np.float64)
+    for i in range(3):
+      layer = params["params"][f"dense_{i}"]
+      h = h @ np.asarray(layer["kernel"], np.float64) + np.asarray(layer["bias"], np.float64)
+      h = act(h) if i < 2 else h
+    np.testing.assert_allclose(sigma, np.logaddexp(h[:, 0] - 1.0, 0.0), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="hidden_activation"):
+    tp.TriplaneDecoder(hidden_activation="gelu").init(jax.random.key(0), jnp.zeros((1, 6)))

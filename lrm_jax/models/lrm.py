@@ -84,6 +84,7 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   c.mlp_ratio = 4.0
   c.nerf_hidden = 64  # OpenLRM's 4-layer, 64-wide ReLU decoder
   c.nerf_layers = 4
+  c.nerf_activation = "relu"  # hidden activation ("softplus": smooth, see TriplaneDecoder)
   c.box_radius = 1.0
   c.ray_chunk = 8192  # rays per lax.map step per scene
   c.render_remat = variant != "tiny"  # recompute ray chunks in the backward pass
@@ -215,9 +216,17 @@ class PlaneUpsample(nn.Module):
 
 
 @functools.lru_cache(maxsize=None)
-def nerf_decoder(hidden: int, num_layers: int) -> tp.TriplaneDecoder:
+def nerf_decoder(hidden: int, num_layers: int, activation: str = "relu") -> tp.TriplaneDecoder:
   """One decoder instance per shape, so its ``apply`` is a stable jit static argument."""
-  return tp.TriplaneDecoder(hidden=hidden, num_layers=num_layers, parent=None)
+  return tp.TriplaneDecoder(hidden=hidden, num_layers=num_layers,
+                            hidden_activation=activation, parent=None)
+
+
+def _nerf_kwargs(c) -> dict:
+  """:func:`nerf_decoder` arguments from ``config.model`` (configs saved before
+  ``nerf_activation`` existed mean ReLU)."""
+  return dict(hidden=c.nerf_hidden, num_layers=c.nerf_layers,
+              activation=c.get("nerf_activation", "relu"))
 
 
 class Model(nn.Module):
@@ -244,7 +253,9 @@ class Model(nn.Module):
     self.transformer = TriplaneTransformer(c.depth, c.num_heads, c.mlp_ratio, c.remat_policy,
                                            c.scan, dtype)
     self.upsampler = PlaneUpsample(c.triplane_channels)
-    self.nerf = tp.TriplaneDecoder(hidden=c.nerf_hidden, num_layers=c.nerf_layers)
+    kw = _nerf_kwargs(c)
+    self.nerf = tp.TriplaneDecoder(hidden=kw["hidden"], num_layers=kw["num_layers"],
+                                   hidden_activation=kw["activation"])
 
   # -- reconstruction ----------------------------------------------------------------------
 
@@ -307,7 +318,7 @@ class Model(nn.Module):
     cams = cam.Cameras(c2w, cameras.intrinsics.astype(jnp.float32), cameras.height,
                        cameras.width)
     key = self.make_rng("sample") if train else None
-    decoder = nerf_decoder(c.nerf_hidden, c.nerf_layers)
+    decoder = nerf_decoder(**_nerf_kwargs(c))
     return tp.render_triplane(decoder.apply, self.decoder_variables(),
                               representation["planes"], cams, self.render_config(), key,
                               jnp.asarray(background, jnp.float32))
@@ -338,12 +349,12 @@ def regularizers(representation, batch, config) -> dict:
   return {"tv": (weight, total_variation(representation["planes"]))}
 
 
-def _density(points, planes, variables, *, hidden, num_layers):
-  return nerf_decoder(hidden, num_layers).apply(variables, tp.sample_triplane(planes, points))[0]
+def _density(points, planes, variables, **decoder):
+  return nerf_decoder(**decoder).apply(variables, tp.sample_triplane(planes, points))[0]
 
 
-def _color(points, planes, variables, *, hidden, num_layers):
-  return nerf_decoder(hidden, num_layers).apply(variables, tp.sample_triplane(planes, points))[1]
+def _color(points, planes, variables, **decoder):
+  return nerf_decoder(**decoder).apply(variables, tp.sample_triplane(planes, points))[1]
 
 
 def export(representation, out_dir: str, model=None, params=None, config=None) -> dict:
@@ -359,7 +370,7 @@ def export(representation, out_dir: str, model=None, params=None, config=None) -
   planes = jnp.asarray(representation["planes"][0])  # [3, H, W, C]
   m = np.asarray(representation["world_to_canonical"][0], np.float64)  # [4, 4]
   variables = {"params": params["nerf"]}
-  kw = dict(hidden=c.nerf_hidden, num_layers=c.nerf_layers)
+  kw = _nerf_kwargs(c)
   args = (planes, variables)
   grid = mesh_io.extract_density_grid(functools.partial(_density, **kw), c.mesh_resolution,
                                       args=args, bound=c.box_radius)

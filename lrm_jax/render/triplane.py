@@ -128,6 +128,8 @@ class TriplaneDecoder(nn.Module):
   Attributes:
     hidden: width of the hidden layers (OpenLRM: 64).
     num_layers: number of Dense layers including the output layer (OpenLRM: 4).
+    hidden_activation: between the Dense layers: ``"relu"`` (OpenLRM) or ``"softplus"``
+      (smooth: no derivative jump at 0, e.g. for comparing runs to float32 rounding).
     density_activation: ``"softplus"`` (EG3D/OpenLRM) or ``"exp"``.
     density_shift: added to the raw density before the activation (EG3D: -1).
   """
@@ -136,13 +138,19 @@ class TriplaneDecoder(nn.Module):
   num_layers: int = 4
   density_activation: str = "softplus"
   density_shift: float = -1.0
+  hidden_activation: str = "relu"
 
   @nn.compact
   def __call__(self, features: Array) -> tuple[Array, Array]:
     """``features [..., F]`` -> ``(sigma [...], rgb [..., 3])``, both activated."""
+    activations = {"relu": nn.relu, "softplus": nn.softplus}
+    if self.hidden_activation not in activations:
+      raise ValueError(f"unknown hidden_activation {self.hidden_activation!r}; "
+                       f"expected one of {sorted(activations)}.")
+    act = activations[self.hidden_activation]
     x = features
     for i in range(self.num_layers - 1):
-      x = nn.relu(nn.Dense(self.hidden, name=f"dense_{i}")(x))
+      x = act(nn.Dense(self.hidden, name=f"dense_{i}")(x))
     x = nn.Dense(4, name=f"dense_{self.num_layers - 1}")(x)  # [..., 4]
     raw_sigma = x[..., 0] + self.density_shift
     if self.density_activation == "softplus":

@@ -96,9 +96,10 @@ class Evaluator:
         ssims.append(out["ssim"].reshape(-1))
         if "lpips" in out:
           lpipss.append(out["lpips"].reshape(-1))
+        # Host-side, from this process's rows: gathered, so every process scores them all.
         b = baselines(local["inputs"], local["targets"], self.config.data.background)
-        base_bg.append(b["background"].reshape(-1))
-        base_nv.append(b["nearest_view"].reshape(-1))
+        base_bg.append(parallel.gather_rows(b["background"]).reshape(-1))
+        base_nv.append(parallel.gather_rows(b["nearest_view"]).reshape(-1))
         if first is None:  # this process's rows of the (replicated) predictions
           rows = parallel.process_rows(self.mesh, self.rules, out["rgb"].shape[0])
           first = (local, out["rgb"][rows])
