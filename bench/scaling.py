@@ -41,7 +41,8 @@ if REPO not in sys.path:
 PER_DEVICE_BATCH = {"tiny": 1, "base": 1, "micro": 1}
 
 
-def _worker(variant: str, devices: int, steps: int, repeats: int) -> dict:
+def _worker(variant: str, devices: int, steps: int, repeats: int,
+            overrides: tuple[str, ...] = ()) -> dict:
   import jax
   import numpy as np
   from lrm_jax import aot, parallel
@@ -51,7 +52,7 @@ def _worker(variant: str, devices: int, steps: int, repeats: int) -> dict:
   assert jax.device_count() == devices, (jax.device_count(), devices)
   config = load_config(f"configs/grm.py:{variant}",
                        [f"data.batch_size={PER_DEVICE_BATCH[variant] * devices}",
-                        "mesh.shape=(-1,1,1)"])
+                        "mesh.shape=(-1,1,1)", *overrides])
   mesh = parallel.make_mesh(config.mesh)
   program = aot.build_program(config, mesh)  # no LPIPS weights: as a run without them
   it = pipeline.make_iterator(config, "train")
@@ -96,16 +97,21 @@ def _worker(variant: str, devices: int, steps: int, repeats: int) -> dict:
           "images_per_s": images / loop_s}
 
 
-def _run(variant: str, devices: int, steps: int, repeats: int, timeout: int) -> dict:
+def _run(variant: str, devices: int, steps: int, repeats: int, timeout: int,
+         overrides: tuple[str, ...] = ()) -> dict:
   env = dict(os.environ)
   env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
                       f" --xla_force_host_platform_device_count={devices}").strip()
   env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
   env.setdefault("JAX_PLATFORMS", "cpu")
   args = [sys.executable, os.path.abspath(__file__), "--worker", variant, str(devices),
-          str(steps), str(repeats)]
+          str(steps), str(repeats), *overrides]
   proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True,
                         timeout=timeout)
+  if proc.returncode < 0:
+    raise RuntimeError(f"{variant} on {devices} devices was killed by signal "
+                       f"{-proc.returncode} (SIGKILL: most likely out of host memory; try "
+                       "--overrides=model.remat_policy=full or fewer devices)")
   if proc.returncode != 0:
     raise RuntimeError(f"{variant} on {devices} devices failed:\n{proc.stderr[-4000:]}")
   return json.loads([l for l in proc.stdout.splitlines() if l.startswith("{")][-1])
@@ -118,14 +124,17 @@ def main():
   parser.add_argument("--steps", type=int, default=3, help="timed loop steps")
   parser.add_argument("--repeats", type=int, default=2, help="blocked device-step timings")
   parser.add_argument("--timeout", type=int, default=3600, help="per subprocess (s)")
+  parser.add_argument("--overrides", default="",
+                      help="comma-separated config overrides, e.g. model.remat_policy=full")
   parser.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
   args = parser.parse_args()
   from bench.common import report
+  overrides = tuple(o for o in args.overrides.split(",") if o)
   rows, results = [], []
   for variant in args.configs.split(","):
     base = None
     for n in (int(x) for x in args.devices.split(",")):
-      r = _run(variant, n, args.steps, args.repeats, args.timeout)
+      r = _run(variant, n, args.steps, args.repeats, args.timeout, overrides)
       results.append(r)
       base = base or r
       print(json.dumps(r), flush=True)
@@ -139,7 +148,8 @@ def main():
            "one-step-late metrics); device = blocked compiled step on a resident batch "
            "(median); host overhead = (loop - device) / loop; host work = fetch + global "
            "arrays + dispatch time per step, measured directly (hidden or not). "
-           "efficiency = N * loop(1) / loop(N).")
+           "efficiency = N * loop(1) / loop(N)." +
+           (f" Overrides: {', '.join(overrides)}." if overrides else ""))
   report("Data-parallel weak scaling and host overhead (GRM, fake CPU devices)",
          ["config", "devices", "global batch", "compile s", "loop s/step", "device s/step",
           "host work s/step", "host overhead", "efficiency", "images/s"], rows, notes,
@@ -147,8 +157,8 @@ def main():
 
 
 if __name__ == "__main__":
-  if len(sys.argv) == 6 and sys.argv[1] == "--worker":
+  if len(sys.argv) >= 6 and sys.argv[1] == "--worker":
     print(json.dumps(_worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
-                             int(sys.argv[5]))), flush=True)
+                             int(sys.argv[5]), tuple(sys.argv[6:]))), flush=True)
   else:
     main()

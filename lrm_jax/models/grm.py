@@ -73,6 +73,12 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   c.depth_prior = "center"
   c.hull_range = 1.0
   c.hull_samples = 48
+  # Renderer memory (see Model.render; the paper config sets them): intersections per
+  # Gaussian per view (0: splatting.default_capacity), target views per render group (0:
+  # all at once), and recomputing each group in the backward pass.
+  c.intersections_per_gaussian = 0
+  c.render_views_at_once = 0
+  c.render_remat = False
   c.keep_fraction = 0.35 if variant in ("tiny", "micro") else 1.0
   # Renderer.
   c.backend = "auto"  # auto: pallas on TPU/GPU, tiled on CPU
@@ -192,7 +198,7 @@ class Model(nn.Module):
   def render(self, gaussians: gs.Gaussians, cameras: cam.Cameras, background) -> dict:
     """Splats ``[B, N]`` Gaussians into cameras ``[B, V]``: rgb, depth, alpha, overflow.
 
-    Memory settings (``config.model``, optional; the paper config sets them):
+    Memory settings (``config.model``; absent from configs saved before they existed):
     ``intersections_per_gaussian`` sizes the static intersection buffer per camera
     (default 16 per Gaussian, :func:`splatting.default_capacity`; overflow is reported),
     ``render_views_at_once`` renders that many target views at a time, one group after
