@@ -56,22 +56,7 @@ def flops_of(compiled, fn=None, *args) -> float:
     return xla
   # Matmul FLOPs with scans unrolled minus the same with each scan body counted once.
   jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
-  return xla + aot.jaxpr_flops(jaxpr) - _matmul_flops_scan_once(jaxpr)
-
-
-def _matmul_flops_scan_once(jaxpr) -> float:
-  total = 0.0
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
-      total += aot.jaxpr_flops(_single(eqn))
-    for sub in aot._sub_jaxprs(eqn):  # pylint: disable=protected-access
-      total += _matmul_flops_scan_once(sub)
-  return total
-
-
-def _single(eqn):
-  """A one-equation jaxpr-like object for ``aot.jaxpr_flops``."""
-  return type("One", (), {"eqns": [eqn]})()
+  return xla + aot.jaxpr_flops(jaxpr) - aot.jaxpr_flops(jaxpr, scan_length=False)
 
 
 def bench_config(spec: str, steps: int, batch: int, peak: float):
