@@ -151,8 +151,11 @@ class Model(nn.Module):
         feat = block(feat)
     return feat
 
-  def raw_attributes(self, inputs: dict) -> dict:
-    """Per-pixel raw Gaussian attributes ``{name: [B, V, H, W, k]}`` (before activation)."""
+  def raw_attributes(self, inputs: dict, rays=None) -> dict:
+    """Per-pixel raw Gaussian attributes ``{name: [B, V, H, W, k]}`` (before activation).
+
+    ``rays``: the input views' ``(origins, dirs)`` ``[B, V, H, W, 3]`` if the caller has them.
+    """
     images = inputs["images"]
     b, v, h, w, _ = images.shape
     cams = cam.Cameras(inputs["c2w"], inputs["intrinsics"], h, w)
@@ -162,7 +165,8 @@ class Model(nn.Module):
     # The depth and colour heads predict residuals on per-pixel priors, so a fresh model
     # already places each Gaussian at its prior depth (config.depth_prior), in its pixel's
     # colour (a linear head at Adam's step sizes needs thousands of steps to learn either).
-    origins, dirs = cam.get_rays(inputs["c2w"], inputs["intrinsics"], h, w)
+    origins, dirs = rays if rays is not None else cam.get_rays(
+        inputs["c2w"], inputs["intrinsics"], h, w)
     return {"depth": self.depth_head(feat) + depth_prior_logit(origins, dirs, inputs,
                                                                self.config),
             "rotation": self.rot_head(feat), "scale": self.scale_head(feat),
@@ -174,9 +178,9 @@ class Model(nn.Module):
     (view, row, column) order."""
     del train
     c = self.config
-    raw = self.raw_attributes(inputs)
     h, w = inputs["images"].shape[2:4]
     origins, dirs = cam.get_rays(inputs["c2w"], inputs["intrinsics"], h, w)
+    raw = self.raw_attributes(inputs, (origins, dirs))
     b, v = inputs["images"].shape[:2]
     flat = lambda x: x.reshape(b, v * h * w, x.shape[-1])  # [B, V*H*W, k]
     packed = jnp.concatenate([raw[k] for k in ("depth", "rotation", "scale", "opacity",
