@@ -88,7 +88,7 @@ def data_config() -> ml_collections.ConfigDict:
   d.background = (1.0, 1.0, 1.0)
   d.batch_size = 2  # global batch (examples); split over processes
   d.num_workers = 0  # grain worker processes (0: in-process)
-  d.prefetch = 2
+  d.prefetch = 2  # batches prepared ahead by background threads (0: none)
   d.shuffle = True
   # Synthetic source.
   d.num_train_scenes = 100_000

@@ -1,5 +1,7 @@
 """grain pipeline: view sampling, crops with intrinsics, determinism, resumable iterator, TFDS."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -120,6 +122,39 @@ def test_restoring_iterator_state_gives_identical_stream():
   it2 = pipeline.make_iterator(toy_config(), source=ToySource())
   it2.set_state(state)
   assert_batches_equal(take(it2, 4), expected)
+
+
+class CountingSource(ToySource):
+  """ToySource that counts the examples read (threads share the instance)."""
+
+  def __init__(self, **kw):
+    super().__init__(**kw)
+    self.reads = 0
+
+  def __getitem__(self, idx):
+    self.reads += 1
+    return super().__getitem__(idx)
+
+
+def test_prefetch_bounds_read_ahead_and_never_changes_the_stream():
+  """data.prefetch batches are read ahead (not grain's default 500), and the batches, and
+  iterator states, are the same for any prefetch depth."""
+  source = CountingSource(n=64)
+  it = pipeline.make_iterator(toy_config(prefetch=2), source=source)
+  first = take(it, 1)
+  time.sleep(0.5)  # let the background threads fill their buffer
+  assert source.reads <= 2 * (1 + 2) + 2, source.reads  # batch 2: 1 taken + 2 ahead (+1 racing)
+  reference = first + take(it, 3)
+  for prefetch in (0, 1, 4):
+    assert_batches_equal(take(pipeline.make_iterator(toy_config(prefetch=prefetch),
+                                                     source=ToySource(n=64)), 4), reference)
+  a = pipeline.make_iterator(toy_config(prefetch=0), source=ToySource(n=64))
+  take(a, 2)
+  b = pipeline.make_iterator(toy_config(prefetch=3), source=ToySource(n=64))
+  b.set_state(a.get_state())
+  assert_batches_equal(take(b, 2), reference[2:])
+  with pytest.raises(ValueError, match="data.prefetch"):
+    pipeline.make_iterator(toy_config(prefetch=-1), source=ToySource())
 
 
 def test_eval_split_uses_fixed_views_and_is_finite():
