@@ -59,8 +59,8 @@ def flops_of(compiled, fn=None, *args) -> float:
   return xla + aot.jaxpr_flops(jaxpr) - aot.jaxpr_flops(jaxpr, scan_length=False)
 
 
-def bench_config(spec: str, steps: int, batch: int, peak: float):
-  config = load_config(spec, [f"data.batch_size={batch}", "data.num_workers=0"])
+def bench_config(spec: str, steps: int, batch: int, peak: float, overrides=()):
+  config = load_config(spec, [f"data.batch_size={batch}", "data.num_workers=0", *overrides])
   mesh = parallel.make_mesh(config.mesh)
   rules = tuple(tuple(r) for r in config.logical_axis_rules)
   module, model = state_lib.build_model(config)
@@ -109,17 +109,21 @@ def main():
                  default=["configs/grm.py:tiny", "configs/grm.py:base"])
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--batch", type=int, default=1, help="global batch per step")
+  p.add_argument("--overrides", default="",
+                 help="comma-separated config overrides for every config, e.g. model.scan=False")
   p.add_argument("--no-append", action="store_true")
   args = p.parse_args()
+  overrides = tuple(o for o in args.overrides.split(",") if o)
   peak = matmul_peak()
-  rows = [bench_config(c, args.steps, args.batch, peak) for c in args.configs]
+  rows = [bench_config(c, args.steps, args.batch, peak, overrides) for c in args.configs]
   common.report(
       "Train step (trainer.make_train_step)",
       ["config", "params", "batch", "input", "compile s", "step s", "images/s",
        "GFLOP/step", "MFU step", "model fwd+bwd s", "MFU model"], rows,
       notes=f"Matmul peak measured in this run: {peak / 1e9:.1f} GFLOP/s (f32 2048^3). "
             "MFU = XLA cost-analysis FLOPs / time / peak. 'model' = reconstruct forward + "
-            "backward without rendering.", append=not args.no_append)
+            "backward without rendering." +
+            (f" Overrides: {', '.join(overrides)}." if overrides else ""), append=not args.no_append)
 
 
 if __name__ == "__main__":
