@@ -117,6 +117,15 @@ def _run(variant: str, devices: int, steps: int, repeats: int, timeout: int,
   return json.loads([l for l in proc.stdout.splitlines() if l.startswith("{")][-1])
 
 
+def row(r: dict, base: dict) -> list:
+  """A table row of one worker's result; ``base`` is the smallest device count's."""
+  return [f"grm-{r['variant']}", r["devices"], r["global_batch"], f"{r['compile_s']:.1f}",
+          f"{r['loop_s']:.3f}", f"{r['device_s']:.3f}", f"{r['host_work_s']:.3f}",
+          f"{100 * r['host_overhead']:.1f}%",
+          f"{base['loop_s'] * r['devices'] / base['devices'] / r['loop_s']:.2f}",
+          f"{r['images_per_s']:.2f}"]
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--configs", default="tiny,base", help="GRM variants")
@@ -134,21 +143,24 @@ def main():
   for variant in args.configs.split(","):
     base = None
     for n in (int(x) for x in args.devices.split(",")):
-      r = _run(variant, n, args.steps, args.repeats, args.timeout, overrides)
+      try:
+        r = _run(variant, n, args.steps, args.repeats, args.timeout, overrides)
+      except (RuntimeError, subprocess.TimeoutExpired) as e:  # keep the other rows
+        print(f"grm-{variant} on {n} devices: {e}", file=sys.stderr, flush=True)
+        failed = "out of memory" if "signal 9" in str(e) else "failed"
+        rows.append([f"grm-{variant}", n, "", failed, "", "", "", "", "", ""])
+        continue
       results.append(r)
       base = base or r
       print(json.dumps(r), flush=True)
-      rows.append([f"grm-{variant}", n, r["global_batch"], f"{r['compile_s']:.1f}",
-                   f"{r['loop_s']:.3f}", f"{r['device_s']:.3f}", f"{r['host_work_s']:.3f}",
-                   f"{100 * r['host_overhead']:.1f}%",
-                   f"{base['loop_s'] * n / r['loop_s']:.2f}", f"{r['images_per_s']:.2f}"])
+      rows.append(row(r, base))
   notes = ("Weak scaling: batch 1 per fake CPU device, mesh N x data, one CPU shared by all "
            "devices (so ideal 'efficiency' = 1.0 means step time grows exactly N-fold). "
            "loop = trainer loop wall time per step (fetch + global arrays + async dispatch + "
            "one-step-late metrics); device = blocked compiled step on a resident batch "
            "(median); host overhead = (loop - device) / loop; host work = fetch + global "
            "arrays + dispatch time per step, measured directly (hidden or not). "
-           "efficiency = N * loop(1) / loop(N)." +
+           "efficiency = (N / N0) * loop(N0) / loop(N), N0 the smallest count run." +
            (f" Overrides: {', '.join(overrides)}." if overrides else ""))
   report("Data-parallel weak scaling and host overhead (GRM, fake CPU devices)",
          ["config", "devices", "global batch", "compile s", "loop s/step", "device s/step",
