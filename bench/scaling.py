@@ -9,6 +9,9 @@ x ``data``: weak scaling. On one CPU the fake devices share the same cores, so t
 grows ~linearly with N; what this measures is the cost of partitioning (collectives,
 per-device dispatch), not a speed-up.
 
+``--fsdp`` shards the parameters and optimiser state over the devices (mesh 1 x N x 1, batch
+still one example per device).
+
 Host overhead, per step (method):
   * ``loop``: the trainer's loop in steady state -- fetch the next batch from grain, make
     global arrays, dispatch the jitted step (asynchronous), read the previous step's
@@ -135,10 +138,15 @@ def main():
   parser.add_argument("--timeout", type=int, default=3600, help="per subprocess (s)")
   parser.add_argument("--overrides", default="",
                       help="comma-separated config overrides, e.g. model.remat_policy=full")
+  parser.add_argument("--fsdp", action="store_true",
+                      help="mesh 1 x N fsdp instead of N x data (parameters and AdamW state "
+                           "sharded: what lets the base model fit 8 fake devices in 24 GiB)")
   parser.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
   args = parser.parse_args()
   from bench.common import report
   overrides = tuple(o for o in args.overrides.split(",") if o)
+  if args.fsdp:
+    overrides += ("mesh.shape=(1,-1,1)",)
   rows, results = [], []
   for variant in args.configs.split(","):
     base = None
