@@ -84,7 +84,13 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   c.backend = "auto"  # auto: pallas on TPU/GPU, tiled on CPU
   # Tiled (CPU) backend: tiles composited together; small blocks skip the empty tiles
   # around an object (4 was ~2x faster than 16 for the tiny model's 64^2 object views).
+  # Tile side and Gaussians per compositing step: 8-pixel tiles waste less work on the
+  # base model's pixel-sized Gaussians (bench/RESULTS.md).
   c.block_tiles = 4
+  c.tile_size = 16
+  c.chunk_size = 32
+  if variant == "base":
+    c.tile_size, c.block_tiles, c.chunk_size = 8, 16, 16
   return c
 
 
@@ -211,7 +217,10 @@ class Model(nn.Module):
     c = self.config
     backend = resolve_backend(c.backend)
     # Per device on its batch rows (a Pallas kernel on TPU cannot be auto-partitioned).
-    options = {"block_tiles": c.block_tiles} if backend == "tiled" else {}
+    options = {}
+    if backend == "tiled":  # configs saved before tile_size/chunk_size existed lack them
+      options = {"block_tiles": c.block_tiles, "tile_size": int(c.get("tile_size", 16)),
+                 "chunk_size": int(c.get("chunk_size", 32))}
     per_gaussian = int(c.get("intersections_per_gaussian", 0) or 0)
     if per_gaussian > 0:
       options["capacity"] = per_gaussian * gaussians.num
