@@ -162,7 +162,8 @@ def main():
       base = base or r
       print(json.dumps(r), flush=True)
       rows.append(row(r, base))
-  notes = (f"Weak scaling: batch 1 per fake CPU device, mesh {'1 x N fsdp' if args.fsdp else 'N x data'}, one CPU shared by all "
+  mesh_name = "1 x N fsdp" if args.fsdp else "N x data"
+  notes = (f"Weak scaling: batch 1 per fake CPU device, mesh {mesh_name}, one CPU shared by all "
            "devices (so ideal 'efficiency' = 1.0 means step time grows exactly N-fold). "
            "loop = trainer loop wall time per step (fetch + global arrays + async dispatch + "
            "one-step-late metrics); device = blocked compiled step on a resident batch "

@@ -123,7 +123,8 @@ def main():
       notes=f"Matmul peak measured in this run: {peak / 1e9:.1f} GFLOP/s (f32 2048^3). "
             "MFU = XLA cost-analysis FLOPs / time / peak. 'model' = reconstruct forward + "
             "backward without rendering." +
-            (f" Overrides: {', '.join(overrides)}." if overrides else ""), append=not args.no_append)
+            (f" Overrides: {', '.join(overrides)}." if overrides else ""),
+      append=not args.no_append)
 
 
 if __name__ == "__main__":

@@ -354,7 +354,7 @@ def num_gaussians(image_size: int, views: int) -> int:
 
 def describe(config) -> str:
   c = config.model
+  n = num_gaussians(config.data.input_size, config.data.num_input_views)
   return (f"GRM-{c.variant}: patch {c.patch}, {c.depth} x width {c.width}, upsampler "
-          f"{tuple(c.up_channels)}, {num_gaussians(config.data.input_size, config.data.num_input_views):,} "
-          "Gaussians per scene")
+          f"{tuple(c.up_channels)}, {n:,} Gaussians per scene")
 
