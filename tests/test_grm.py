@@ -32,14 +32,14 @@ def test_one_gaussian_per_input_pixel_and_top_k_for_splatting(micro):
 
 
 def test_render_tile_settings_change_speed_not_pictures(micro):
-  """model.tile_size / block_tiles / chunk_size (the base config's 8 / 16 / 16) reach the
-  tiled rasteriser and render what the default 16 / 4 / 32 renders (a Gaussian's footprint
-  is cut at tile edges 3 sigma out, so only below-1/255 contributions can differ)."""
+  """model.tile_size / block_tiles / chunk_size (default 8 / 16 / 8) reach the tiled
+  rasteriser and render what 16 / 4 / 32 renders (a Gaussian's footprint is cut at tile
+  edges 3 sigma out, so only below-1/255 contributions can differ)."""
   config, batch, _, params = micro
   cams = pipeline.batch_cameras(batch["targets"])
   bg = jnp.asarray(config.data.background, jnp.float32)
   images = {}
-  for tile, block, chunk in ((16, 4, 32), (8, 16, 16)):
+  for tile, block, chunk in ((16, 4, 32), (8, 16, 8)):
     c = config.model.copy_and_resolve_references()
     c.backend, c.tile_size, c.block_tiles, c.chunk_size = "tiled", tile, block, chunk
     model = grm.Model(c)
