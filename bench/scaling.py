@@ -140,7 +140,7 @@ def main():
                       help="comma-separated config overrides, e.g. model.remat_policy=full")
   parser.add_argument("--fsdp", action="store_true",
                       help="mesh 1 x N fsdp instead of N x data (parameters and AdamW state "
-                           "sharded: what lets the base model fit 8 fake devices in 24 GiB)")
+                           "sharded over the devices; activations are not)")
   parser.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
   args = parser.parse_args()
   from bench.common import report
