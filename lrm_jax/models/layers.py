@@ -93,22 +93,25 @@ class Attention(nn.Module):
 
 
 def scaled_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-  """``softmax(q k^T / sqrt(H)) v`` for ``q [B, T, N, H]``, ``k, v [B, S, N, H]`` -> ``[B, T, N, H]``.
+  """Softmax attention: ``q [B, T, N, H]``, ``k, v [B, S, N, H]`` -> ``[B, T, N, H]``.
 
-  What ``jax.nn.dot_product_attention`` computes (to ~1e-5), written so that XLA:CPU runs
-  it well: batch and heads merged into one batch dimension of two plain batched products,
-  and the exponentials normalised after the ``weights @ v`` product (one pass less over the
-  ``[B * N, T, S]`` scores). Forward + backward on a 2-core CPU: the GRM upsampler's
-  windows ``[1024, 256, 1, 32]`` 0.90 -> 0.46 s, a ViT-B layer's ``[1, 1024, 12, 64]``
-  0.24 -> 0.12 s.
+  What ``jax.nn.dot_product_attention`` computes (to ~1e-5; scores and softmax in float32
+  for bfloat16 inputs, as it does), written so that XLA:CPU runs it well: batch and heads
+  merged into one batch dimension of two plain batched products, and the exponentials
+  normalised after the ``weights @ v`` product (one pass less over the ``[B * N, T, S]``
+  scores). Forward + backward on a 2-core CPU: the GRM upsampler's windows
+  ``[1024, 256, 1, 32]`` 0.90 -> 0.46 s, a ViT-B layer's ``[1, 1024, 12, 64]`` 0.24 -> 0.12 s.
   """
   b, t, n, h = q.shape
   # [B, T, N, H] -> [B * N, T, H]: one batch dimension for the two products.
   flat = lambda x: jnp.swapaxes(x, 1, 2).reshape(b * n, x.shape[1], h)
-  scores = jnp.einsum("xth,xsh->xts", flat(q * (h ** -0.5)), flat(k))
+  scores = jnp.einsum("xth,xsh->xts", flat(q * (h ** -0.5)), flat(k),
+                      preferred_element_type=jnp.float32)
   scores = scores - jax.lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True))
-  weights = jnp.exp(scores)  # [B * N, T, S], unnormalised
-  out = jnp.einsum("xts,xsh->xth", weights, flat(v)) / jnp.sum(weights, -1, keepdims=True)
+  weights = jnp.exp(scores)  # [B * N, T, S], unnormalised, float32
+  out = jnp.einsum("xts,xsh->xth", weights.astype(v.dtype), flat(v),
+                   preferred_element_type=jnp.float32)
+  out = (out / jnp.sum(weights, -1, keepdims=True)).astype(v.dtype)
   return jnp.swapaxes(out.reshape(b, n, t, h), 1, 2)
 
 
