@@ -4,7 +4,9 @@
 
 For each config: compile the trainer's real step (``trainer.make_train_step``) on one batch,
 time it, and report step time, images/s and MFU = (FLOPs of the step) / (step time) / (the
-f32 matmul peak measured in the same run, 2048^3). FLOPs are XLA's cost analysis of the
+matmul peak measured in the same run, 2048^3, in the precision of the model's matmuls:
+float32, or for ``model.dtype=bfloat16`` bfloat16 operands with float32 accumulation, which
+Intel AMX runs ~5x faster than float32). FLOPs are XLA's cost analysis of the
 compiled step, with scanned layers counted once per layer (``cost_analysis`` counts a
 ``scan`` body once; ``lrm_jax.aot.jaxpr_flops`` gives the matmul share with the true
 count, and the difference is added). Also reports the same for the model alone (reconstruct
@@ -32,9 +34,10 @@ from lrm_jax.train import state as state_lib  # noqa: E402
 from lrm_jax.train import trainer  # noqa: E402
 
 
-def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
+def matmul_peak(dtype=jnp.float32, n: int = 2048, repeats: int = 5) -> float:
+  """FLOP/s of an ``n^3`` matmul with ``dtype`` operands and float32 accumulation."""
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  f = jax.jit(lambda x: jnp.matmul(x, x, preferred_element_type=jnp.float32))
   jax.block_until_ready(f(a))
   best = min(_time(f, a) for _ in range(repeats))
   return 2 * n ** 3 / best
@@ -59,8 +62,12 @@ def flops_of(compiled, fn=None, *args) -> float:
   return xla + aot.jaxpr_flops(jaxpr) - aot.jaxpr_flops(jaxpr, scan_length=False)
 
 
-def bench_config(spec: str, steps: int, batch: int, peak: float, overrides=()):
+def bench_config(spec: str, steps: int, batch: int, peaks: dict, overrides=()):
   config = load_config(spec, [f"data.batch_size={batch}", "data.num_workers=0", *overrides])
+  dtype = str(config.model.get("dtype", "float32"))
+  if dtype not in peaks:
+    peaks[dtype] = matmul_peak(jnp.dtype(dtype))
+  peak = peaks[dtype]
   mesh = parallel.make_mesh(config.mesh)
   rules = tuple(tuple(r) for r in config.logical_axis_rules)
   module, model = state_lib.build_model(config)
@@ -97,8 +104,8 @@ def bench_config(spec: str, steps: int, batch: int, peak: float, overrides=()):
   d = config.data
   images = d.batch_size * (d.num_input_views + d.num_target_views)
   n_params = state_lib.count_params(abstract_boxed.params)
-  return [spec.split("/")[-1], f"{n_params / 1e6:.2f}M", d.batch_size, d.input_size,
-          round(compile_s, 1), round(step_s, 3), round(images / step_s, 1),
+  return [spec.split("/")[-1], f"{n_params / 1e6:.2f}M", dtype, d.batch_size, d.input_size,
+          round(peak / 1e9), round(compile_s, 1), round(step_s, 3), round(images / step_s, 1),
           round(step_flops / 1e9, 2), round(step_flops / step_s / peak, 3),
           round(model_s, 3), round(model_flops / model_s / peak, 3)]
 
@@ -114,15 +121,15 @@ def main():
   p.add_argument("--no-append", action="store_true")
   args = p.parse_args()
   overrides = tuple(o for o in args.overrides.split(",") if o)
-  peak = matmul_peak()
-  rows = [bench_config(c, args.steps, args.batch, peak, overrides) for c in args.configs]
+  peaks = {"float32": matmul_peak()}
+  rows = [bench_config(c, args.steps, args.batch, peaks, overrides) for c in args.configs]
   common.report(
       "Train step (trainer.make_train_step)",
-      ["config", "params", "batch", "input", "compile s", "step s", "images/s",
-       "GFLOP/step", "MFU step", "model fwd+bwd s", "MFU model"], rows,
-      notes=f"Matmul peak measured in this run: {peak / 1e9:.1f} GFLOP/s (f32 2048^3). "
-            "MFU = XLA cost-analysis FLOPs / time / peak. 'model' = reconstruct forward + "
-            "backward without rendering." +
+      ["config", "params", "matmuls", "batch", "input", "peak GFLOP/s", "compile s",
+       "step s", "images/s", "GFLOP/step", "MFU step", "model fwd+bwd s", "MFU model"], rows,
+      notes="Peak: a 2048^3 matmul in the row's precision (float32; bfloat16 operands with "
+            "float32 accumulation), measured in this run. MFU = XLA cost-analysis FLOPs / "
+            "time / that peak. 'model' = reconstruct forward + backward without rendering." +
             (f" Overrides: {', '.join(overrides)}." if overrides else ""),
       append=not args.no_append)
 

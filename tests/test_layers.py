@@ -64,3 +64,91 @@ def test_attention_in_bfloat16_keeps_float32_scores():
   err_jax = float(np.max(np.abs(np.asarray(jax.nn.dot_product_attention(*low), np.float32) -
                                 ref)))
   assert err <= 1.5 * err_jax + 1e-2, (err, err_jax)
+
+
+def _custom_vjp_calls(fn, *args) -> int:
+  return str(jax.make_jaxpr(fn)(*args)).count("custom_vjp_call")
+
+
+@pytest.mark.parametrize("s", [1024, 300])
+def test_long_attention_runs_blockwise_and_matches_references(s):
+  t = layers.FLASH_MIN_TOKENS
+  kq, kk, kv, kc = jax.random.split(jax.random.key(s), 4)
+  q = 2.0 * jax.random.normal(kq, (1, t, 2, 8))
+  k = 2.0 * jax.random.normal(kk, (1, s, 2, 8))
+  v = jax.random.normal(kv, (1, s, 2, 8))
+  cot = jax.random.normal(kc, q.shape)
+  attend = layers.scaled_dot_product_attention
+  assert _custom_vjp_calls(attend, q, k, v) == 1  # the blockwise path was taken
+  out = attend(q, k, v)
+  np.testing.assert_allclose(out, _numpy_attention(q, k, v), atol=2e-5, rtol=1e-5)
+  ours = jax.grad(lambda *a: jnp.sum(attend(*a) * cot), argnums=(0, 1, 2))(q, k, v)
+  ref = jax.grad(lambda *a: jnp.sum(jax.nn.dot_product_attention(*a) * cot),
+                 argnums=(0, 1, 2))(q, k, v)
+  for a, r in zip(ours, ref):
+    np.testing.assert_allclose(a, r, atol=5e-5, rtol=1e-4)
+  # Central differences in float64 numpy along a random direction of k.
+  d = np.asarray(jax.random.normal(jax.random.key(7), k.shape), np.float64)
+  f = lambda kk_: np.sum(_numpy_attention(q, kk_, v) * np.asarray(cot, np.float64))
+  eps, k64 = 1e-4, np.asarray(k, np.float64)
+  fd = (f(k64 + eps * d) - f(k64 - eps * d)) / (2 * eps)
+  assert abs(float(np.sum(np.asarray(ours[1]) * d)) - fd) < 1e-3 * max(1.0, abs(fd))
+  # bfloat16 inputs take the same path and give bfloat16 out.
+  low_in = [x.astype(jnp.bfloat16) for x in (q, k, v)]
+  low = attend(*low_in)
+  assert low.dtype == jnp.bfloat16
+  ref_low = _numpy_attention(*low_in)
+  err = float(np.max(np.abs(np.asarray(low, np.float32) - ref_low)))
+  err_jax = float(np.max(np.abs(np.asarray(jax.nn.dot_product_attention(*low_in), np.float32)
+                                - ref_low)))
+  assert err <= 1.5 * err_jax + 1e-2, (err, err_jax)
+
+
+def test_short_attention_does_not_run_blockwise():
+  q = jnp.ones((1, layers.FLASH_MIN_TOKENS - layers.FLASH_BLOCK, 1, 4))
+  assert _custom_vjp_calls(layers.scaled_dot_product_attention, q, q, q) == 0
+
+
+def _bf16(x):
+  return np.asarray(jnp.asarray(x).astype(jnp.bfloat16).astype(jnp.float32), np.float64)
+
+
+def test_dense_einsum_bfloat16_is_mixed_precision_forward_and_backward():
+  kx, kw, kc = jax.random.split(jax.random.key(4), 3)
+  x = jax.random.normal(kx, (2, 5, 256))
+  w = jax.random.normal(kw, (256, 4, 64)) * 0.05  # [K, N heads, H]: N * H = 256
+  cot = jax.random.normal(kc, (2, 5, 4, 64))
+  spec = "btd,dnh->btnh"
+  fn = lambda x, w: jnp.sum(layers.dense_einsum(spec, x, w, jnp.bfloat16) * cot)
+  y = layers.dense_einsum(spec, x, w, jnp.bfloat16)
+  assert y.dtype == jnp.float32 and y.shape == (2, 5, 4, 64)
+  # float32 accumulation of bfloat16-rounded operands: float64 reference of those operands.
+  ref = np.einsum(spec, _bf16(x), _bf16(w))
+  np.testing.assert_allclose(y, ref, atol=1e-4, rtol=1e-4)
+  gx, gw = jax.grad(fn, argnums=(0, 1))(x, w)
+  assert gx.dtype == gw.dtype == jnp.float32
+  c = _bf16(cot)
+  np.testing.assert_allclose(gx, np.einsum("btnh,dnh->btd", c, _bf16(w)), atol=1e-4, rtol=1e-4)
+  np.testing.assert_allclose(gw, np.einsum("btd,btnh->dnh", _bf16(x), c), atol=1e-3, rtol=1e-4)
+  # Every product of forward and backward takes bfloat16 operands (the fast form).
+  jaxpr = jax.make_jaxpr(jax.grad(fn, argnums=(0, 1)))(x, w)
+  dots = []
+  def walk(jx):
+    for eqn in jx.eqns:
+      if eqn.primitive.name == "dot_general":
+        dots.append([v.aval.dtype for v in eqn.invars])
+      for sub in jax.core.jaxprs_in_params(eqn.params):
+        walk(sub)
+  walk(jaxpr.jaxpr)
+  assert len(dots) == 3 and all(d == [jnp.bfloat16, jnp.bfloat16] for d in dots), dots
+
+
+def test_dense_einsum_float32_and_narrow_products_are_plain_einsums():
+  x = jax.random.normal(jax.random.key(5), (3, 256))
+  w = jax.random.normal(jax.random.key(6), (256, 32))  # a 32-wide side: memory-bound
+  np.testing.assert_array_equal(layers.dense_einsum("td,dm->tm", x, w, jnp.float32),
+                                jnp.einsum("td,dm->tm", x, w))
+  np.testing.assert_array_equal(layers.dense_einsum("td,dm->tm", x, w, jnp.bfloat16),
+                                jnp.einsum("td,dm->tm", x, w))
+  with pytest.raises(ValueError, match="trailing dims"):
+    layers.dense_einsum("dt,dm->tm", x.T, jnp.ones((256, 128)), jnp.bfloat16)
