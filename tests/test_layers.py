@@ -152,3 +152,25 @@ def test_dense_einsum_float32_and_narrow_products_are_plain_einsums():
                                 jnp.einsum("td,dm->tm", x, w))
   with pytest.raises(ValueError, match="trailing dims"):
     layers.dense_einsum("dt,dm->tm", x.T, jnp.ones((256, 128)), jnp.bfloat16)
+
+
+def test_window_block_in_groups_is_the_same_block(monkeypatch):
+  x = jax.random.normal(jax.random.key(8), (1, 2, 16, 16, 8))
+  block = layers.WindowBlock(num_heads=2, window=4)
+  loss = lambda p, x: jnp.sum(jnp.sin(block.apply(p, x)))
+  monkeypatch.setattr(layers, "WINDOW_GROUP_MIN_TOKENS", 10**9)
+  params = block.init(jax.random.key(9), x)
+  whole = block.apply(params, x)
+  g_whole = jax.grad(loss, argnums=(0, 1))(params, x)
+  # 512 tokens in 32-token windows: groups of 4 windows, one scan over 4 groups.
+  monkeypatch.setattr(layers, "WINDOW_GROUP_MIN_TOKENS", 512)
+  monkeypatch.setattr(layers, "WINDOW_GROUP_TOKENS", 128)
+  assert "scan" in str(jax.make_jaxpr(lambda p, x: block.apply(p, x))(params, x))
+  grouped_params = block.init(jax.random.key(9), x)  # same tree, same initial values
+  assert jax.tree.structure(grouped_params) == jax.tree.structure(params)
+  for a, b in zip(jax.tree.leaves(grouped_params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_allclose(block.apply(params, x), whole, atol=1e-5)
+  g_grouped = jax.grad(loss, argnums=(0, 1))(params, x)
+  for a, b in zip(jax.tree.leaves(g_grouped), jax.tree.leaves(g_whole)):
+    np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-4)
