@@ -7,13 +7,14 @@ time it, and report step time, images/s and MFU = (FLOPs of the step) / (step ti
 matmul peak measured in the same run, 2048^3, in the precision of the model's matmuls:
 float32, or for ``model.dtype=bfloat16`` bfloat16 operands with float32 accumulation, which
 Intel AMX runs ~5x faster than float32). FLOPs are XLA's cost analysis of the
-compiled step, with scanned layers counted once per layer (``cost_analysis`` counts a
+step compiled without rematerialisation (recomputed forward passes are not useful work), with scanned layers counted once per layer (``cost_analysis`` counts a
 ``scan`` body once; ``lrm_jax.aot.jaxpr_flops`` gives the matmul share with the true
 count, and the difference is added). Also reports the same for the model alone (reconstruct
 forward+backward, no rendering) to separate the two costs.
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -30,6 +31,7 @@ from lrm_jax import aot  # noqa: E402
 from lrm_jax import parallel  # noqa: E402
 from lrm_jax.config_loading import load_config  # noqa: E402
 from lrm_jax.data import pipeline  # noqa: E402
+from lrm_jax.models import layers  # noqa: E402
 from lrm_jax.train import state as state_lib  # noqa: E402
 from lrm_jax.train import trainer  # noqa: E402
 
@@ -62,6 +64,30 @@ def flops_of(compiled, fn=None, *args) -> float:
   return xla + aot.jaxpr_flops(jaxpr) - aot.jaxpr_flops(jaxpr, scan_length=False)
 
 
+@contextlib.contextmanager
+def whole_window_blocks():
+  """Window blocks without groups (no rematerialisation) while tracing inside."""
+  saved = layers.WINDOW_GROUP_MIN_TOKENS
+  layers.WINDOW_GROUP_MIN_TOKENS = 2**62
+  try:
+    yield
+  finally:
+    layers.WINDOW_GROUP_MIN_TOKENS = saved
+
+
+def model_flops_of_step(config, tx, state, batch) -> float:
+  """FLOPs of the train step as the model defines them: the step compiled without
+  rematerialisation (``layers.WindowBlock`` groups, ``model.remat_policy``,
+  ``model.render_remat``), so recomputed forward passes do not count as useful work."""
+  config = config.copy_and_resolve_references()
+  config.model.remat_policy = "none"
+  config.model.render_remat = False
+  module, model = state_lib.build_model(config)
+  fn = trainer.make_train_step(model, module, config, tx, None)
+  with whole_window_blocks():
+    return flops_of(jax.jit(fn).lower(state, batch).compile(), fn, state, batch)
+
+
 def bench_config(spec: str, steps: int, batch: int, peaks: dict, overrides=()):
   config = load_config(spec, [f"data.batch_size={batch}", "data.num_workers=0", *overrides])
   dtype = str(config.model.get("dtype", "float32"))
@@ -82,8 +108,7 @@ def bench_config(spec: str, steps: int, batch: int, peaks: dict, overrides=()):
     t0 = time.perf_counter()
     compiled = step.lower(state, batch_arr).compile()
     compile_s = time.perf_counter() - t0
-    step_flops = flops_of(compiled, trainer.make_train_step(model, module, config, tx, None),
-                          state, batch_arr)
+    step_flops = model_flops_of_step(config, tx, state, batch_arr)
     state, _ = compiled(state, batch_arr)
     jax.block_until_ready(state)
     times = []
@@ -98,7 +123,9 @@ def bench_config(spec: str, steps: int, batch: int, peaks: dict, overrides=()):
       g = model.apply({"params": p}, batch_arr["inputs"], method=model.reconstruct)
       return sum(jnp.mean(x) for x in jax.tree.leaves(g))
     mgrad = jax.jit(jax.grad(model_loss)).lower(state.params).compile()
-    model_flops = flops_of(mgrad, jax.grad(model_loss), state.params)
+    with whole_window_blocks():  # FLOPs without the groups' recomputation
+      model_flops = flops_of(jax.jit(jax.grad(model_loss)).lower(state.params).compile(),
+                             jax.grad(model_loss), state.params)
     jax.block_until_ready(mgrad(state.params))
     model_s = float(np.median([_time(mgrad, state.params) for _ in range(steps)]))
   d = config.data
@@ -128,8 +155,8 @@ def main():
       ["config", "params", "matmuls", "batch", "input", "peak GFLOP/s", "compile s",
        "step s", "images/s", "GFLOP/step", "MFU step", "model fwd+bwd s", "MFU model"], rows,
       notes="Peak: a 2048^3 matmul in the row's precision (float32; bfloat16 operands with "
-            "float32 accumulation), measured in this run. MFU = XLA cost-analysis FLOPs / "
-            "time / that peak. 'model' = reconstruct forward + backward without rendering." +
+            "float32 accumulation), measured in this run. MFU = XLA cost-analysis FLOPs of "
+            "the step without rematerialisation / time / that peak. 'model' = reconstruct forward + backward without rendering." +
             (f" Overrides: {', '.join(overrides)}." if overrides else ""),
       append=not args.no_append)
 

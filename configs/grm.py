@@ -61,10 +61,12 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     # CPU-sized: the 12 layers unrolled (XLA:CPU runs them ~10% faster than scanned;
     # compile time stays ~15 s), and 10 intersections per Gaussian (all Gaussians at
     # max_scale need 9.4 in 256^2 views at 8-pixel tiles, freshly initialised ones 4.9;
-    # the default 16 sorts 60% more keys). Step 12.4 -> 11.5 s with the flash attention
-    # of layers.py (bench/RESULTS.md).
+    # the default 16 sorts 60% more keys).
     config.model.scan = False
     config.model.intersections_per_gaussian = 10
+    # 1,024 tiles per view: composite 64 at a time (render fwd+bwd 3.25 -> 2.48 s against
+    # 16; 32 / 128 / 256: 2.69 / 2.52 / 2.61 s).
+    config.model.block_tiles = 64
   else:  # paper
     d.render_size = 512
     d.input_size = 512
