@@ -62,12 +62,17 @@ def make_train_step(model, module, config, tx, perceptual):
 
     (loss, (terms, rendered)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grad_norm = optax.global_norm(grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    new = state_lib.TrainState(step=state.step + 1, params=params, opt_state=opt_state)
+
+    def update(grads, state):
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      return state_lib.TrainState(step=state.step + 1, opt_state=opt_state,
+                                  params=optax.apply_updates(state.params, updates))
+
     # A non-finite step leaves the state untouched, so nothing bad can reach a checkpoint.
-    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+    # (A cond, not a select of every leaf: that select re-read and re-wrote parameters and
+    # both AdamW moments, 0.3 s of the base GRM's step on a 2-core CPU.)
+    new = jax.lax.cond(finite, update, lambda grads, state: state, grads, state)
     out = dict(terms, loss=loss, grad_norm=grad_norm, finite=finite,
                psnr=jnp.mean(metrics_lib.psnr(rendered["rgb"], targets["images"])),
                lr=state_lib.make_schedule(config)(state.step))
