@@ -155,14 +155,14 @@ def test_dense_einsum_float32_and_narrow_products_are_plain_einsums():
 
 
 def test_window_block_in_groups_is_the_same_block(monkeypatch):
-  x = jax.random.normal(jax.random.key(8), (1, 2, 16, 16, 8))
+  x = jax.random.normal(jax.random.key(8), (2, 2, 16, 16, 8))  # 2 scenes
   block = layers.WindowBlock(num_heads=2, window=4)
   loss = lambda p, x: jnp.sum(jnp.sin(block.apply(p, x)))
   monkeypatch.setattr(layers, "WINDOW_GROUP_MIN_TOKENS", 10**9)
   params = block.init(jax.random.key(9), x)
   whole = block.apply(params, x)
   g_whole = jax.grad(loss, argnums=(0, 1))(params, x)
-  # 512 tokens in 32-token windows: groups of 4 windows, one scan over 4 groups.
+  # 512 tokens per scene in 32-token windows: groups of 4 windows, a scan over 4 groups.
   monkeypatch.setattr(layers, "WINDOW_GROUP_MIN_TOKENS", 512)
   monkeypatch.setattr(layers, "WINDOW_GROUP_TOKENS", 128)
   assert "scan" in str(jax.make_jaxpr(lambda p, x: block.apply(p, x))(params, x))
