@@ -6,10 +6,11 @@ For each config: compile the trainer's real step (``trainer.make_train_step``) o
 time it, and report step time, images/s and MFU = (FLOPs of the step) / (step time) / (the
 matmul peak measured in the same run, 2048^3, in the precision of the model's matmuls:
 float32, or for ``model.dtype=bfloat16`` bfloat16 operands with float32 accumulation, which
-Intel AMX runs ~5x faster than float32). FLOPs are XLA's cost analysis of the
-step compiled without rematerialisation (recomputed forward passes are not useful work), with scanned layers counted once per layer (``cost_analysis`` counts a
-``scan`` body once; ``lrm_jax.aot.jaxpr_flops`` gives the matmul share with the true
-count, and the difference is added). Also reports the same for the model alone (reconstruct
+Intel AMX runs ~5x faster than float32). FLOPs are XLA's cost analysis of the step
+compiled without rematerialisation (recomputed forward passes are not useful work), with
+scanned layers counted once per layer (``cost_analysis`` counts a ``scan`` body once;
+``lrm_jax.aot.jaxpr_flops`` gives the matmul share with the true count, and the difference
+is added). Also reports the same for the model alone (reconstruct
 forward+backward, no rendering) to separate the two costs.
 """
 
@@ -156,7 +157,8 @@ def main():
        "step s", "images/s", "GFLOP/step", "MFU step", "model fwd+bwd s", "MFU model"], rows,
       notes="Peak: a 2048^3 matmul in the row's precision (float32; bfloat16 operands with "
             "float32 accumulation), measured in this run. MFU = XLA cost-analysis FLOPs of "
-            "the step without rematerialisation / time / that peak. 'model' = reconstruct forward + backward without rendering." +
+            "the step without rematerialisation / time / that peak. 'model' = reconstruct "
+            "forward + backward without rendering." +
             (f" Overrides: {', '.join(overrides)}." if overrides else ""),
       append=not args.no_append)
 

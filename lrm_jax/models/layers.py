@@ -9,10 +9,9 @@ memory do not grow with depth.
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import functools
 import math
+from typing import Any, Callable
 
 import einops
 import flax.linen as nn
