@@ -226,6 +226,56 @@ def _rank_of_slots(counts_sorted, capacity: int):
   return jax.lax.cummax(marks.max(jnp.arange(n, dtype=jnp.int32), mode="drop")), start
 
 
+# Rows that one vmapped sort unrolls into separate sorts (larger batches sort together).
+MAX_UNROLLED_SORTS = 16
+
+
+@jax.custom_batching.custom_vmap
+def _sort(*operands):
+  """``lax.sort(operands, num_keys=1)`` of 1-D arrays (stable): the first is the key.
+
+  Under ``vmap`` (cameras, scenes) each row becomes its own sort, up to
+  :data:`MAX_UNROLLED_SORTS` per batch axis: XLA:CPU runs one batched sort row after row
+  on one thread, and independent sorts on all cores (4 views' 2.6M intersection keys:
+  0.59 -> 0.35 s on 2 cores).
+  """
+  return tuple(jax.lax.sort(operands, num_keys=1, is_stable=True))
+
+
+@_sort.def_vmap
+def _sort_vmap(axis_size, in_batched, *operands):
+  operands = [x if batched else jnp.broadcast_to(x, (axis_size,) + x.shape)
+              for x, batched in zip(operands, in_batched)]
+  if axis_size > MAX_UNROLLED_SORTS:
+    out = tuple(jax.lax.sort(operands, dimension=operands[0].ndim - 1, num_keys=1,
+                             is_stable=True))
+  else:
+    rows = [_sort(*(x[i] for x in operands)) for i in range(axis_size)]
+    out = tuple(jnp.stack(column) for column in zip(*rows))
+  return out, tuple(True for _ in out)
+
+
+def _argsort(x):
+  """Stable ``jnp.argsort`` of a 1-D array (through :func:`_sort`)."""
+  return _sort(x, jnp.arange(x.shape[0], dtype=jnp.int32))[1]
+
+
+def _per_slot(values, rank, bound: int):
+  """``[v[rank] for v in values]`` for int32 vectors ``[N]`` with ``0 <= v <= bound``.
+
+  Packed into one int32 per Gaussian where the bits allow, so the ``[M]`` slots take one
+  gather instead of one per vector (XLA:CPU: ~7 ns per gathered element; 2.6M slots x 4
+  views per vector).
+  """
+  bits = max(1, bound.bit_length())
+  if bits * len(values) > 31:
+    return tuple(v[rank] for v in values)
+  packed = functools.reduce(jnp.bitwise_or, [v << (i * bits) for i, v in enumerate(values)])
+  packed = packed[rank]
+  mask = (1 << bits) - 1
+  return tuple((packed >> (i * bits)) & mask for i in range(len(values)))
+
+
 def bin_gaussians(proj: Projected, height: int, width: int, tile_size: int = TILE_SIZE,
                   capacity: int | None = None) -> Bins:
   """Intersections of Gaussians and tiles, sorted by (tile, depth), in a static buffer.
@@ -241,21 +291,21 @@ def bin_gaussians(proj: Projected, height: int, width: int, tile_size: int = TIL
   num_tiles = tiles_y * tiles_x
   capacity = default_capacity(n, height, width, tile_size) if capacity is None else capacity
   x0, x1, y0, y1 = tile_rects(proj.means2d, proj.radii, height, width, tile_size)
-  order = jnp.argsort(jax.lax.stop_gradient(proj.depths), stable=True)  # [N] front to back
+  order = _argsort(jax.lax.stop_gradient(proj.depths))  # [N] front to back
   x0, x1, y0, y1 = (v[order] for v in (x0, x1, y0, y1))  # in depth order from here on
   counts = (x1 - x0) * (y1 - y0)  # [N]
   total = jnp.sum(counts)
   rank, start = _rank_of_slots(counts, capacity)  # [M], [N]
   slots = jnp.arange(capacity, dtype=jnp.int32)
   local = slots - start[rank]  # index inside the Gaussian's rectangle
-  w = jnp.maximum(x1 - x0, 1)[rank]
+  x0, y0, w = _per_slot((x0, y0, jnp.maximum(x1 - x0, 1)), rank, max(tiles_x, tiles_y))
   row = _floordiv_small(local, w)
-  tile = (y0[rank] + row) * tiles_x + x0[rank] + (local - row * w)
+  tile = (y0 + row) * tiles_x + x0 + (local - row * w)
   tile = jnp.where(slots < total, tile, num_tiles)  # unused slots sort last
   rank_bits = max(1, (n - 1).bit_length())
   if (num_tiles + 1) << rank_bits <= 2**32:
     key = (tile.astype(jnp.uint32) << rank_bits) | rank.astype(jnp.uint32)
-    key = jax.lax.sort(key)
+    (key,) = _sort(key)
     tile = (key >> rank_bits).astype(jnp.int32)
     rank = (key & ((1 << rank_bits) - 1)).astype(jnp.int32)
   else:
@@ -443,13 +493,24 @@ def _local_pixels(cfg: TileConfig):
   return local - 0.5 * cfg.tile_size
 
 
-def _chunk_gather(step, tiles, starts, counts, arrays, isect_gids, cfg: TileConfig):
-  """The ``step``-th chunk of Gaussians of each tile: ``(gid [G, C], valid, gathered)``."""
+def _attribute_table(means2d, conics, opacities, features):
+  """``[N, 6 + F]``: what compositing reads of each Gaussian, one row per Gaussian, so a
+  chunk takes one gather instead of four (each a separate op per loop step on CPU)."""
+  return jnp.concatenate([means2d, conics, opacities[:, None], features], -1)
+
+
+def _chunk_gather(step, tiles, starts, counts, table, isect_gids, cfg: TileConfig):
+  """The ``step``-th chunk of Gaussians of each tile.
+
+  Returns ``(gid [G, C], valid [G, C], (means2d [G, C, 2], conics [G, C, 3],
+  opacities [G, C], features [G, C, F]))`` from the rows of :func:`_attribute_table`.
+  """
   offs = step * cfg.chunk_size + jnp.arange(cfg.chunk_size, dtype=jnp.int32)  # [C]
   valid = offs[None, :] < counts[tiles][:, None]  # [G, C]
   idx = jnp.where(valid, starts[tiles][:, None] + offs[None, :], 0)
   gid = isect_gids[idx]  # [G, C]
-  return gid, valid, [x[gid] for x in arrays]
+  rows = table[gid]  # [G, C, 6 + F]
+  return gid, valid, (rows[..., 0:2], rows[..., 2:5], rows[..., 5], rows[..., 6:])
 
 
 def _to_tiles(image, cfg: TileConfig):
@@ -485,8 +546,7 @@ def _num_steps(tiles, counts, cfg: TileConfig):
   return -(-jnp.max(counts[tiles]) // cfg.chunk_size)
 
 
-def _forward_block(tiles, starts, counts, means2d, conics, opacities, features, isect_gids,
-                   cfg: TileConfig):
+def _forward_block(tiles, starts, counts, table, isect_gids, cfg: TileConfig):
   """Composites one block of tiles: ``(accum [G, P, F], final_T [G, P])``.
 
   Pixel coordinates are taken relative to each tile's centre (means shifted to match),
@@ -495,7 +555,7 @@ def _forward_block(tiles, starts, counts, means2d, conics, opacities, features, 
   """
   centre = _tile_origins(tiles, cfg) + 0.5 * cfg.tile_size  # [G, 2]
   pix = _local_pixels(cfg)  # [P, 2]
-  g, p, f = tiles.shape[0], pix.shape[0], features.shape[-1]
+  g, p, f = tiles.shape[0], pix.shape[0], table.shape[-1] - 6
   num_steps = _num_steps(tiles, counts, cfg)
 
   def cond(carry):
@@ -504,8 +564,8 @@ def _forward_block(tiles, starts, counts, means2d, conics, opacities, features, 
 
   def body(carry):
     step, trans, done, accum = carry
-    _, valid, (m, con, o, feat) = _chunk_gather(
-        step, tiles, starts, counts, (means2d, conics, opacities, features), isect_gids, cfg)
+    _, valid, (m, con, o, feat) = _chunk_gather(step, tiles, starts, counts, table,
+                                                isect_gids, cfg)
     alpha, _ = _gaussian_terms(pix, m - centre[:, None], con,
                                      jnp.where(valid, o, 0.0))  # [G, C, P]
     trans, done, accum = _composite_chunk(alpha, feat, trans, done, accum)
@@ -570,8 +630,8 @@ def _sum_pixels(x, axis: int):
   return jnp.squeeze(x, axis)
 
 
-def _backward_block(grads, tiles, starts, counts, means2d, conics, opacities, features,
-                    isect_gids, g_accum, g_trans, accum, final_t, cfg: TileConfig):
+def _backward_block(grads, tiles, starts, counts, table, isect_gids, g_accum, g_trans, accum,
+                    final_t, cfg: TileConfig):
   """Adds the gradients of one block of tiles to ``grads [N + 1, 6 + F]`` (per Gaussian).
 
   Walks the Gaussians in the forward order, recomputing the transmittance exactly as the
@@ -583,7 +643,7 @@ def _backward_block(grads, tiles, starts, counts, means2d, conics, opacities, fe
   pix = _local_pixels(cfg)  # [P, 2]
   moments = _pixel_moments(pix)  # [P, 6]
   g, p = tiles.shape[0], pix.shape[0]
-  n = means2d.shape[0]
+  n = table.shape[0]
   ga = jnp.sum(g_accum * accum, -1)  # [G, P] g . accum
   behind_final = g_trans * final_t  # [G, P]
   num_steps = _num_steps(tiles, counts, cfg)
@@ -594,8 +654,8 @@ def _backward_block(grads, tiles, starts, counts, means2d, conics, opacities, fe
 
   def body(carry):
     step, trans, done, g_prefix, grads = carry
-    gid, valid, (m, con, o, feat) = _chunk_gather(
-        step, tiles, starts, counts, (means2d, conics, opacities, features), isect_gids, cfg)
+    gid, valid, (m, con, o, feat) = _chunk_gather(step, tiles, starts, counts, table,
+                                                  isect_gids, cfg)
     o = jnp.where(valid, o, 0.0)
     m = m - centre[:, None]
     alpha, gauss = _gaussian_terms(pix, m, con, o)  # [G, C, P]
@@ -634,8 +694,8 @@ def _backward_block(grads, tiles, starts, counts, means2d, conics, opacities, fe
 def _tiles_forward(cfg, means2d, conics, opacities, features, tile_ranges, isect_gids):
   """One camera: ``(accum [H, W, F], final_T [H, W])``."""
   blocks, starts, counts = _blocks(tile_ranges, cfg)
-  fn = lambda tiles: _forward_block(tiles, starts, counts, means2d, conics, opacities,
-                                    features, isect_gids, cfg)
+  table = _attribute_table(means2d, conics, opacities, features)
+  fn = lambda tiles: _forward_block(tiles, starts, counts, table, isect_gids, cfg)
   accum, trans = jax.lax.map(fn, blocks)  # [B, G, P, F], [B, G, P]
   num_tiles = tile_ranges.shape[0]
   accum = _from_tiles(_unblock(accum, blocks, num_tiles), cfg)
@@ -655,10 +715,11 @@ def _tiles_backward(cfg, means2d, conics, opacities, features, tile_ranges, isec
   accum_t = pad_tile(_to_tiles(accum, cfg))
   trans_t = pad_tile(_to_tiles(trans, cfg))
 
+  table = _attribute_table(means2d, conics, opacities, features)
+
   def step(grads, tiles):
-    grads = _backward_block(grads, tiles, starts, counts, means2d, conics, opacities,
-                            features, isect_gids, g_accum_t[tiles], g_trans_t[tiles],
-                            accum_t[tiles], trans_t[tiles], cfg)
+    grads = _backward_block(grads, tiles, starts, counts, table, isect_gids, g_accum_t[tiles],
+                            g_trans_t[tiles], accum_t[tiles], trans_t[tiles], cfg)
     return grads, None
 
   total, _ = jax.lax.scan(step, jnp.zeros((n + 1, 6 + features.shape[-1]), jnp.float32),
