@@ -499,15 +499,16 @@ def _attribute_table(means2d, conics, opacities, features):
   return jnp.concatenate([means2d, conics, opacities[:, None], features], -1)
 
 
-def _chunk_gather(step, tiles, starts, counts, table, isect_gids, cfg: TileConfig):
-  """The ``step``-th chunk of Gaussians of each tile.
+def _chunk_gather(step, tile_starts, tile_counts, table, isect_gids, cfg: TileConfig):
+  """The ``step``-th chunk of Gaussians of each tile of a block (``tile_starts``,
+  ``tile_counts [G]``: where each tile's list starts in ``isect_gids`` and its length).
 
   Returns ``(gid [G, C], valid [G, C], (means2d [G, C, 2], conics [G, C, 3],
   opacities [G, C], features [G, C, F]))`` from the rows of :func:`_attribute_table`.
   """
   offs = step * cfg.chunk_size + jnp.arange(cfg.chunk_size, dtype=jnp.int32)  # [C]
-  valid = offs[None, :] < counts[tiles][:, None]  # [G, C]
-  idx = jnp.where(valid, starts[tiles][:, None] + offs[None, :], 0)
+  valid = offs[None, :] < tile_counts[:, None]  # [G, C]
+  idx = jnp.where(valid, tile_starts[:, None] + offs[None, :], 0)
   gid = isect_gids[idx]  # [G, C]
   rows = table[gid]  # [G, C, 6 + F]
   return gid, valid, (rows[..., 0:2], rows[..., 2:5], rows[..., 5], rows[..., 6:])
@@ -542,8 +543,8 @@ def _unblock(per_block, blocks, num_tiles: int):
   return out.at[blocks.reshape(-1)].set(flat)[:num_tiles]
 
 
-def _num_steps(tiles, counts, cfg: TileConfig):
-  return -(-jnp.max(counts[tiles]) // cfg.chunk_size)
+def _num_steps(tile_counts, cfg: TileConfig):
+  return -(-jnp.max(tile_counts) // cfg.chunk_size)
 
 
 def _forward_block(tiles, starts, counts, table, isect_gids, cfg: TileConfig):
@@ -556,7 +557,8 @@ def _forward_block(tiles, starts, counts, table, isect_gids, cfg: TileConfig):
   centre = _tile_origins(tiles, cfg) + 0.5 * cfg.tile_size  # [G, 2]
   pix = _local_pixels(cfg)  # [P, 2]
   g, p, f = tiles.shape[0], pix.shape[0], table.shape[-1] - 6
-  num_steps = _num_steps(tiles, counts, cfg)
+  tile_starts, tile_counts = starts[tiles], counts[tiles]  # [G]: loop-invariant
+  num_steps = _num_steps(tile_counts, cfg)
 
   def cond(carry):
     step, _, done, _ = carry
@@ -564,7 +566,7 @@ def _forward_block(tiles, starts, counts, table, isect_gids, cfg: TileConfig):
 
   def body(carry):
     step, trans, done, accum = carry
-    _, valid, (m, con, o, feat) = _chunk_gather(step, tiles, starts, counts, table,
+    _, valid, (m, con, o, feat) = _chunk_gather(step, tile_starts, tile_counts, table,
                                                 isect_gids, cfg)
     alpha, _ = _gaussian_terms(pix, m - centre[:, None], con,
                                      jnp.where(valid, o, 0.0))  # [G, C, P]
@@ -646,7 +648,8 @@ def _backward_block(grads, tiles, starts, counts, table, isect_gids, g_accum, g_
   n = table.shape[0]
   ga = jnp.sum(g_accum * accum, -1)  # [G, P] g . accum
   behind_final = g_trans * final_t  # [G, P]
-  num_steps = _num_steps(tiles, counts, cfg)
+  tile_starts, tile_counts = starts[tiles], counts[tiles]  # [G]: loop-invariant
+  num_steps = _num_steps(tile_counts, cfg)
 
   def cond(carry):
     step, _, done, _, _ = carry
@@ -654,7 +657,7 @@ def _backward_block(grads, tiles, starts, counts, table, isect_gids, g_accum, g_
 
   def body(carry):
     step, trans, done, g_prefix, grads = carry
-    gid, valid, (m, con, o, feat) = _chunk_gather(step, tiles, starts, counts, table,
+    gid, valid, (m, con, o, feat) = _chunk_gather(step, tile_starts, tile_counts, table,
                                                   isect_gids, cfg)
     o = jnp.where(valid, o, 0.0)
     m = m - centre[:, None]
