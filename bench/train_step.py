@@ -7,7 +7,8 @@ time it, and report step time, images/s and MFU = (FLOPs of the step) / (step ti
 matmul peak measured in the same run, 2048^3, in the precision of the model's matmuls:
 float32, or for ``model.dtype=bfloat16`` bfloat16 operands with float32 accumulation, which
 Intel AMX runs ~5x faster than float32). FLOPs are XLA's cost analysis of the step
-compiled without rematerialisation (recomputed forward passes are not useful work), with
+compiled without rematerialisation and with plain attention (recomputed forward passes
+and the blockwise attention's recomputed scores are not useful work), with
 scanned layers counted once per layer (``cost_analysis`` counts a ``scan`` body once;
 ``lrm_jax.aot.jaxpr_flops`` gives the matmul share with the true count, and the difference
 is added). Also reports the same for the model alone (reconstruct
@@ -66,26 +67,28 @@ def flops_of(compiled, fn=None, *args) -> float:
 
 
 @contextlib.contextmanager
-def whole_window_blocks():
-  """Window blocks without groups (no rematerialisation) while tracing inside."""
-  saved = layers.WINDOW_GROUP_MIN_TOKENS
-  layers.WINDOW_GROUP_MIN_TOKENS = 2**62
+def without_recomputation():
+  """While tracing inside: window blocks without groups (no rematerialisation) and
+  attention computed plainly (the blockwise backward recomputes the scores)."""
+  saved = layers.WINDOW_GROUP_MIN_TOKENS, layers.FLASH_ATTENTION
+  layers.WINDOW_GROUP_MIN_TOKENS, layers.FLASH_ATTENTION = 2**62, False
   try:
     yield
   finally:
-    layers.WINDOW_GROUP_MIN_TOKENS = saved
+    layers.WINDOW_GROUP_MIN_TOKENS, layers.FLASH_ATTENTION = saved
 
 
 def model_flops_of_step(config, tx, state, batch) -> float:
   """FLOPs of the train step as the model defines them: the step compiled without
   rematerialisation (``layers.WindowBlock`` groups, ``model.remat_policy``,
-  ``model.render_remat``), so recomputed forward passes do not count as useful work."""
+  ``model.render_remat``) and with plain attention (no recomputed scores), so recomputed
+  forward passes do not count as useful work."""
   config = config.copy_and_resolve_references()
   config.model.remat_policy = "none"
   config.model.render_remat = False
   module, model = state_lib.build_model(config)
   fn = trainer.make_train_step(model, module, config, tx, None)
-  with whole_window_blocks():
+  with without_recomputation():
     return flops_of(jax.jit(fn).lower(state, batch).compile(), fn, state, batch)
 
 
@@ -124,7 +127,7 @@ def bench_config(spec: str, steps: int, batch: int, peaks: dict, overrides=()):
       g = model.apply({"params": p}, batch_arr["inputs"], method=model.reconstruct)
       return sum(jnp.mean(x) for x in jax.tree.leaves(g))
     mgrad = jax.jit(jax.grad(model_loss)).lower(state.params).compile()
-    with whole_window_blocks():  # FLOPs without the groups' recomputation
+    with without_recomputation():  # FLOPs without recomputation
       model_flops = flops_of(jax.jit(jax.grad(model_loss)).lower(state.params).compile(),
                              jax.grad(model_loss), state.params)
     jax.block_until_ready(mgrad(state.params))
@@ -157,7 +160,8 @@ def main():
        "step s", "images/s", "GFLOP/step", "MFU step", "model fwd+bwd s", "MFU model"], rows,
       notes="Peak: a 2048^3 matmul in the row's precision (float32; bfloat16 operands with "
             "float32 accumulation), measured in this run. MFU = XLA cost-analysis FLOPs of "
-            "the step without rematerialisation / time / that peak. 'model' = reconstruct "
+            "the step without rematerialisation or recomputed attention scores / time / "
+            "that peak. 'model' = reconstruct "
             "forward + backward without rendering." +
             (f" Overrides: {', '.join(overrides)}." if overrides else ""),
       append=not args.no_append)

@@ -104,9 +104,30 @@ def test_long_attention_runs_blockwise_and_matches_references(s):
   assert err <= 1.5 * err_jax + 1e-2, (err, err_jax)
 
 
-def test_short_attention_does_not_run_blockwise():
+def test_short_attention_runs_as_one_block_in_float32_and_plainly_in_bfloat16():
+  attend = layers.scaled_dot_product_attention
   q = jnp.ones((1, layers.FLASH_MIN_TOKENS - layers.FLASH_BLOCK, 1, 4))
-  assert _custom_vjp_calls(layers.scaled_dot_product_attention, q, q, q) == 0
+  jaxpr = str(jax.make_jaxpr(attend)(q, q, q))
+  assert jaxpr.count("custom_vjp_call") == 1 and "length=1" in jaxpr  # one query block
+  low = q.astype(jnp.bfloat16)
+  assert _custom_vjp_calls(attend, low, low, low) == 0
+
+
+def test_plain_attention_switch_matches_the_blockwise_path():
+  kq, kk, kv, kc = jax.random.split(jax.random.key(9), 4)
+  q, k, v = (2.0 * jax.random.normal(x, (2, 40, 3, 8)) for x in (kq, kk, kv))
+  cot = jax.random.normal(kc, q.shape)
+  loss = lambda *a: jnp.sum(layers.scaled_dot_product_attention(*a) * cot)
+  flash = jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v)
+  saved = layers.FLASH_ATTENTION
+  layers.FLASH_ATTENTION = False
+  try:
+    assert _custom_vjp_calls(layers.scaled_dot_product_attention, q, k, v) == 0
+    plain = jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v)
+  finally:
+    layers.FLASH_ATTENTION = saved
+  for a, b in zip(jax.tree.leaves(flash), jax.tree.leaves(plain)):
+    np.testing.assert_allclose(a, b, atol=3e-5, rtol=1e-5)
 
 
 def _bf16(x):

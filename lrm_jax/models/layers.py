@@ -180,17 +180,23 @@ def scaled_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> ja
   normalised after the ``weights @ v`` product (one pass less over the ``[B * N, T, S]``
   scores). Forward + backward on a 2-core CPU: the GRM upsampler's windows
   ``[1024, 256, 1, 32]`` 0.90 -> 0.46 s, a ViT-B layer's ``[1, 1024, 12, 64]`` 0.24 -> 0.12 s.
-  Long sequences (``T >= FLASH_MIN_TOKENS``) go through :func:`_flash_attention` in float32
-  (also for bfloat16 inputs: XLA:CPU's bfloat16 batched products are slower here), which
-  never holds the whole score matrix: that ViT-B layer then takes 0.08 s.
+  float32 inputs and long sequences (``T >= FLASH_MIN_TOKENS``, also bfloat16: XLA:CPU's
+  bfloat16 batched products are slower here) go through :func:`_flash_attention` in
+  float32: blocks of ``FLASH_BLOCK`` queries for long sequences, so the whole score matrix
+  never exists (that ViT-B layer: 0.08 s), and one block for short ones, for its backward
+  (the GRM upsampler's last stage, 256-token windows x 32 channels: 0.78 -> 0.69 s).
+  ``FLASH_ATTENTION = False`` computes every case the plain way (the scores whole, no
+  recomputation in the backward): ``bench/train_step.py`` counts FLOPs that way.
   """
   b, t, n, h = q.shape
   # [B, T, N, H] -> [B * N, T, H]: one batch dimension for the products.
   flat = lambda x: jnp.swapaxes(x, 1, 2).reshape(b * n, x.shape[1], h)
   q = q * (h ** -0.5)
-  if t >= FLASH_MIN_TOKENS and t % FLASH_BLOCK == 0:
+  long = t >= FLASH_MIN_TOKENS and t % FLASH_BLOCK == 0
+  if FLASH_ATTENTION and (long or q.dtype == jnp.float32):
     f32 = lambda x: flat(x).astype(jnp.float32)
-    out = _flash_attention(f32(q), f32(k), f32(v)).astype(v.dtype)
+    out = _flash_attention(f32(q), f32(k), f32(v), FLASH_BLOCK if long else t)
+    out = out.astype(v.dtype)
   else:
     scores = jnp.einsum("xth,xsh->xts", flat(q), flat(k), preferred_element_type=jnp.float32)
     scores = scores - jax.lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True))
@@ -206,11 +212,12 @@ def scaled_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> ja
 # 147 / 124 / 77 / 85 ms for a ViT-B layer's forward + backward, against 112-132 whole).
 FLASH_MIN_TOKENS = 1024
 FLASH_BLOCK = 128
+FLASH_ATTENTION = True
 
 
-def _query_blocks(x: jax.Array) -> jax.Array:
-  """``[X, T, ...] -> [T / FLASH_BLOCK, X, FLASH_BLOCK, ...]``."""
-  return jnp.moveaxis(x.reshape((x.shape[0], -1, FLASH_BLOCK) + x.shape[2:]), 1, 0)
+def _query_blocks(x: jax.Array, block: int) -> jax.Array:
+  """``[X, T, ...] -> [T / block, X, block, ...]``."""
+  return jnp.moveaxis(x.reshape((x.shape[0], -1, block) + x.shape[2:]), 1, 0)
 
 
 def _merge_query_blocks(x: jax.Array) -> jax.Array:
@@ -219,32 +226,32 @@ def _merge_query_blocks(x: jax.Array) -> jax.Array:
   return x.reshape((x.shape[0], -1) + x.shape[3:])
 
 
-@jax.custom_vjp
-def _flash_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, block: int) -> jax.Array:
   """``softmax(q k^T) v`` for ``q [X, T, H]`` (already scaled), ``k, v [X, S, H]``, one block
   of queries at a time (FlashAttention's algorithm, exact): the forward keeps only the
   output and each query's log-sum-exp, and the backward recomputes each block's weights,
   so the ``[X, T, S]`` scores never exist at once and each block's stay in cache."""
-  return _flash_forward(q, k, v)[0]
+  return _flash_forward(q, k, v, block)[0]
 
 
-def _flash_forward(q, k, v):
-  def block(qb):  # [X, Q, H]
+def _flash_forward(q, k, v, block):
+  def one_block(qb):  # [X, Q, H]
     s = jnp.einsum("xqh,xsh->xqs", qb, k)
     m = jnp.max(s, -1, keepdims=True)
     p = jnp.exp(s - m)
     total = jnp.sum(p, -1, keepdims=True)
     return jnp.einsum("xqs,xsh->xqh", p, v) / total, (m + jnp.log(total))[..., 0]
-  out, lse = jax.lax.map(block, _query_blocks(q))
+  out, lse = jax.lax.map(one_block, _query_blocks(q, block))
   out, lse = _merge_query_blocks(out), _merge_query_blocks(lse)  # [X, T, H], [X, T]
   return out, (q, k, v, out, lse)
 
 
-def _flash_backward(res, d_out):
+def _flash_backward(block, res, d_out):
   q, k, v, out, lse = res
   delta = jnp.sum(d_out * out, -1)  # [X, T]: rowsum(dP * P) of the softmax backward
 
-  def block(carry, xs):
+  def one_block(carry, xs):
     dk, dv = carry
     qb, dob, lseb, deltab = xs
     # Each block's weights are formed transposed, [X, S, Q], so that dv and dk are plain
@@ -256,8 +263,8 @@ def _flash_backward(res, d_out):
     dk = dk + jnp.einsum("xsq,xqh->xsh", dst, qb)
     return (dk, dv), jnp.einsum("xqs,xsh->xqh", _materialised_transpose(dst), k)
 
-  xs = (_query_blocks(q), _query_blocks(d_out), _query_blocks(lse), _query_blocks(delta))
-  (dk, dv), dq = jax.lax.scan(block, (jnp.zeros_like(k), jnp.zeros_like(v)), xs)
+  xs = tuple(_query_blocks(x, block) for x in (q, d_out, lse, delta))
+  (dk, dv), dq = jax.lax.scan(one_block, (jnp.zeros_like(k), jnp.zeros_like(v)), xs)
   return _merge_query_blocks(dq), dk, dv
 
 
