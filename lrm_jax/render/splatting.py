@@ -226,54 +226,48 @@ def _rank_of_slots(counts_sorted, capacity: int):
   return jax.lax.cummax(marks.max(jnp.arange(n, dtype=jnp.int32), mode="drop")), start
 
 
-# Rows that one vmapped sort unrolls into separate sorts (larger batches sort together).
-MAX_UNROLLED_SORTS = 16
+# Cameras that a vmapped binning unrolls into separate programs (more bin together).
+MAX_UNROLLED_CAMERAS = 16
 
 
-@jax.custom_batching.custom_vmap
-def _sort(*operands):
-  """``lax.sort(operands, num_keys=1)`` of 1-D arrays (stable): the first is the key.
+def _unrolled_under_vmap(fn):
+  """``fn`` of arrays, which under ``vmap`` runs once per row (up to
+  :data:`MAX_UNROLLED_CAMERAS` per batch axis) instead of batched.
 
-  Under ``vmap`` (cameras, scenes) each row becomes its own sort, up to
-  :data:`MAX_UNROLLED_SORTS` per batch axis: XLA:CPU runs one batched sort row after row
-  on one thread, and independent sorts on all cores (4 views' 2.6M intersection keys:
-  0.59 -> 0.35 s on 2 cores).
+  For binning, whose cost is sorts: XLA:CPU runs a batched sort row after row on one
+  thread, while independent per-camera chains (their own key computations and sorts) run
+  side by side on all cores. ``fn`` must take and return arrays with no gradient.
   """
-  return tuple(jax.lax.sort(operands, num_keys=1, is_stable=True))
+  wrapped = jax.custom_batching.custom_vmap(fn)
+
+  @wrapped.def_vmap
+  def _rule(axis_size, in_batched, *args):
+    if axis_size > MAX_UNROLLED_CAMERAS:
+      outs = jax.vmap(fn, in_axes=tuple(0 if b else None for b in in_batched))(*args)
+    else:
+      rows = [wrapped(*(x[i] if b else x for x, b in zip(args, in_batched)))
+              for i in range(axis_size)]
+      outs = jax.tree.map(lambda *r: jnp.stack(r), *rows)
+    return outs, jax.tree.map(lambda _: True, outs)
+
+  return wrapped
 
 
-@_sort.def_vmap
-def _sort_vmap(axis_size, in_batched, *operands):
-  operands = [x if batched else jnp.broadcast_to(x, (axis_size,) + x.shape)
-              for x, batched in zip(operands, in_batched)]
-  if axis_size > MAX_UNROLLED_SORTS:
-    out = tuple(jax.lax.sort(operands, dimension=operands[0].ndim - 1, num_keys=1,
-                             is_stable=True))
-  else:
-    rows = [_sort(*(x[i] for x in operands)) for i in range(axis_size)]
-    out = tuple(jnp.stack(column) for column in zip(*rows))
-  return out, tuple(True for _ in out)
+def _gather_packed(values, index, bound: int):
+  """``[v[index] for v in values]`` for int32 vectors with ``0 <= v <= bound``.
 
-
-def _argsort(x):
-  """Stable ``jnp.argsort`` of a 1-D array (through :func:`_sort`)."""
-  return _sort(x, jnp.arange(x.shape[0], dtype=jnp.int32))[1]
-
-
-def _per_slot(values, rank, bound: int):
-  """``[v[rank] for v in values]`` for int32 vectors ``[N]`` with ``0 <= v <= bound``.
-
-  Packed into one int32 per Gaussian where the bits allow, so the ``[M]`` slots take one
-  gather instead of one per vector (XLA:CPU: ~7 ns per gathered element; 2.6M slots x 4
-  views per vector).
+  Packed into one 32-bit word per element where the bits allow, so it is one gather
+  instead of one per vector: XLA:CPU gathers cost ~7 (in order) to ~40 (random order) ns
+  per element, and binning gathers 262,144 Gaussians and 2.6M slots per camera.
   """
   bits = max(1, bound.bit_length())
-  if bits * len(values) > 31:
-    return tuple(v[rank] for v in values)
-  packed = functools.reduce(jnp.bitwise_or, [v << (i * bits) for i, v in enumerate(values)])
-  packed = packed[rank]
+  if bits * len(values) > 32:
+    return tuple(v[index] for v in values)
+  packed = functools.reduce(jnp.bitwise_or, [v.astype(jnp.uint32) << (i * bits)
+                                              for i, v in enumerate(values)])
+  packed = packed[index]
   mask = (1 << bits) - 1
-  return tuple((packed >> (i * bits)) & mask for i in range(len(values)))
+  return tuple(((packed >> (i * bits)) & mask).astype(jnp.int32) for i in range(len(values)))
 
 
 def bin_gaussians(proj: Projected, height: int, width: int, tile_size: int = TILE_SIZE,
@@ -287,33 +281,45 @@ def bin_gaussians(proj: Projected, height: int, width: int, tile_size: int = TIL
   deepest Gaussians') are dropped and counted.
   """
   n = proj.means2d.shape[0]
+  capacity = default_capacity(n, height, width, tile_size) if capacity is None else capacity
+  fn = functools.partial(_bin_one_camera, height=height, width=width, tile_size=tile_size,
+                         capacity=capacity)
+  no_grad = jax.lax.stop_gradient
+  return Bins(*_unrolled_under_vmap(fn)(no_grad(proj.means2d), proj.radii,
+                                        no_grad(proj.depths)))
+
+
+def _bin_one_camera(means2d, radii, depths, *, height: int, width: int, tile_size: int,
+                    capacity: int):
+  """:func:`bin_gaussians` on arrays: ``(tile_ranges, isect_gids, total, overflow)``."""
+  n = means2d.shape[0]
   tiles_y, tiles_x = tile_grid(height, width, tile_size)
   num_tiles = tiles_y * tiles_x
-  capacity = default_capacity(n, height, width, tile_size) if capacity is None else capacity
-  x0, x1, y0, y1 = tile_rects(proj.means2d, proj.radii, height, width, tile_size)
-  order = _argsort(jax.lax.stop_gradient(proj.depths))  # [N] front to back
-  x0, x1, y0, y1 = (v[order] for v in (x0, x1, y0, y1))  # in depth order from here on
+  x0, x1, y0, y1 = tile_rects(means2d, radii, height, width, tile_size)
+  order = jnp.argsort(depths, stable=True)  # [N] front to back
+  bound = max(tiles_x, tiles_y)
+  x0, x1, y0, y1 = _gather_packed((x0, x1, y0, y1), order, bound)  # in depth order now
   counts = (x1 - x0) * (y1 - y0)  # [N]
   total = jnp.sum(counts)
   rank, start = _rank_of_slots(counts, capacity)  # [M], [N]
   slots = jnp.arange(capacity, dtype=jnp.int32)
   local = slots - start[rank]  # index inside the Gaussian's rectangle
-  x0, y0, w = _per_slot((x0, y0, jnp.maximum(x1 - x0, 1)), rank, max(tiles_x, tiles_y))
+  x0, y0, w = _gather_packed((x0, y0, jnp.maximum(x1 - x0, 1)), rank, bound)
   row = _floordiv_small(local, w)
   tile = (y0 + row) * tiles_x + x0 + (local - row * w)
   tile = jnp.where(slots < total, tile, num_tiles)  # unused slots sort last
   rank_bits = max(1, (n - 1).bit_length())
   if (num_tiles + 1) << rank_bits <= 2**32:
     key = (tile.astype(jnp.uint32) << rank_bits) | rank.astype(jnp.uint32)
-    (key,) = _sort(key)
+    key = jax.lax.sort(key)
     tile = (key >> rank_bits).astype(jnp.int32)
     rank = (key & ((1 << rank_bits) - 1)).astype(jnp.int32)
   else:
     tile, rank = jax.lax.sort((tile, rank), num_keys=2)
   starts = jnp.searchsorted(tile, jnp.arange(num_tiles + 1, dtype=jnp.int32), side="left")
   ranges = jnp.stack([starts[:-1], starts[1:]], -1).astype(jnp.int32)  # [T, 2]
-  return Bins(ranges, order[rank].astype(jnp.int32), total.astype(jnp.int32),
-              jnp.maximum(total - capacity, 0).astype(jnp.int32))
+  return (ranges, order[rank].astype(jnp.int32), total.astype(jnp.int32),
+          jnp.maximum(total - capacity, 0).astype(jnp.int32))
 
 
 # ----------------------------------------------------------------------------------------
