@@ -4,7 +4,8 @@
 
 For each config: compile the trainer's real step (``trainer.make_train_step``) on one batch,
 time it, and report step time, images/s and MFU = (FLOPs of the step) / (step time) / (the
-matmul peak measured in the same run, 2048^3, in the precision of the model's matmuls:
+matmul peak measured in the same run, right before and after the timed steps (their mean),
+2048^3, in the precision of the model's matmuls:
 float32, or for ``model.dtype=bfloat16`` bfloat16 operands with float32 accumulation, which
 Intel AMX runs ~5x faster than float32). FLOPs are XLA's cost analysis of the step
 compiled without rematerialisation and with plain attention (recomputed forward passes
@@ -92,12 +93,9 @@ def model_flops_of_step(config, tx, state, batch) -> float:
     return flops_of(jax.jit(fn).lower(state, batch).compile(), fn, state, batch)
 
 
-def bench_config(spec: str, steps: int, batch: int, peaks: dict, overrides=()):
+def bench_config(spec: str, steps: int, batch: int, overrides=()):
   config = load_config(spec, [f"data.batch_size={batch}", "data.num_workers=0", *overrides])
   dtype = str(config.model.get("dtype", "float32"))
-  if dtype not in peaks:
-    peaks[dtype] = matmul_peak(jnp.dtype(dtype))
-  peak = peaks[dtype]
   mesh = parallel.make_mesh(config.mesh)
   rules = tuple(tuple(r) for r in config.logical_axis_rules)
   module, model = state_lib.build_model(config)
@@ -112,9 +110,11 @@ def bench_config(spec: str, steps: int, batch: int, peaks: dict, overrides=()):
     t0 = time.perf_counter()
     compiled = step.lower(state, batch_arr).compile()
     compile_s = time.perf_counter() - t0
-    step_flops = model_flops_of_step(config, tx, state, batch_arr)
     state, _ = compiled(state, batch_arr)
     jax.block_until_ready(state)
+    # The peak right before and right after the timed steps (this shared machine's speed
+    # drifts by +-7% over minutes): the mean of the two.
+    peak_before = matmul_peak(jnp.dtype(dtype))
     times = []
     for _ in range(steps):
       t0 = time.perf_counter()
@@ -122,6 +122,8 @@ def bench_config(spec: str, steps: int, batch: int, peaks: dict, overrides=()):
       jax.block_until_ready(m)
       times.append(time.perf_counter() - t0)
     step_s = float(np.median(times))
+    peak = 0.5 * (peak_before + matmul_peak(jnp.dtype(dtype)))
+    step_flops = model_flops_of_step(config, tx, state, batch_arr)  # after timing
 
     def model_loss(p):
       g = model.apply({"params": p}, batch_arr["inputs"], method=model.reconstruct)
@@ -152,14 +154,14 @@ def main():
   p.add_argument("--no-append", action="store_true")
   args = p.parse_args()
   overrides = tuple(o for o in args.overrides.split(",") if o)
-  peaks = {"float32": matmul_peak()}
-  rows = [bench_config(c, args.steps, args.batch, peaks, overrides) for c in args.configs]
+  rows = [bench_config(c, args.steps, args.batch, overrides) for c in args.configs]
   common.report(
       "Train step (trainer.make_train_step)",
       ["config", "params", "matmuls", "batch", "input", "peak GFLOP/s", "compile s",
        "step s", "images/s", "GFLOP/step", "MFU step", "model fwd+bwd s", "MFU model"], rows,
       notes="Peak: a 2048^3 matmul in the row's precision (float32; bfloat16 operands with "
-            "float32 accumulation), measured in this run. MFU = XLA cost-analysis FLOPs of "
+            "float32 accumulation), measured right before and after the timed steps (mean). "
+            "Step: median of the timed steps. MFU = XLA cost-analysis FLOPs of "
             "the step without rematerialisation or recomputed attention scores / time / "
             "that peak. 'model' = reconstruct "
             "forward + backward without rendering." +
