@@ -240,6 +240,35 @@ def test_bins_are_sorted_by_tile_then_depth(scene):
     np.testing.assert_array_equal(ids, expect)
 
 
+def test_vmapped_binning_matches_one_camera_at_a_time(monkeypatch):
+  """Per-camera unrolled binning under vmap, and the batched fallback past the unroll cap,
+  give each camera's own bins."""
+  g = random_gaussians(200, seed=5)
+  cams = make_cameras(5, seed=5)
+  project = jax.vmap(lambda c, k: sp.project(g, c, k, H, W))
+  bin_all = lambda c, k: jax.vmap(lambda p: sp.bin_gaussians(p, H, W, capacity=900))(
+      project(c, k))
+  one = [sp.bin_gaussians(sp.project(g, cams.c2w[i], cams.intrinsics[i], H, W), H, W,
+                          capacity=900) for i in range(5)]
+  for cap in (16, 2):  # unrolled; batched (5 cameras > 2)
+    monkeypatch.setattr(sp, "MAX_UNROLLED_CAMERAS", cap)
+    out = jax.jit(bin_all)(cams.c2w, cams.intrinsics)
+    for i, b in enumerate(one):
+      for a, e in zip(jax.tree.leaves(out), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(a)[i], np.asarray(e))
+
+
+def test_packed_gather_matches_plain_gathers():
+  rng = np.random.default_rng(0)
+  values = tuple(jnp.asarray(rng.integers(0, 64, 500), jnp.int32) for _ in range(4))
+  index = jnp.asarray(rng.integers(0, 500, 3000), jnp.int32)
+  for bound in (63, 2**12):  # packed into one word; too wide, gathered one by one
+    out = sp._gather_packed(values, index, bound)
+    for o, v in zip(out, values):
+      assert o.dtype == jnp.int32
+      np.testing.assert_array_equal(o, np.asarray(v)[np.asarray(index)])
+
+
 def test_projection_matches_numpy_ewa():
   """A Gaussian near the image centre: mean, conic and radius against a direct formula."""
   c = make_cameras(1, 64, 64, seed=7)
