@@ -283,7 +283,7 @@ class LayerNorm(nn.Module):
     # input's rank, and the gradient of a [1, 1, D] parameter over a [1, T, D] input (one
     # sequence per device) is a reduction over the middle axis alone, which XLA:CPU's
     # YNNPACK reduction runs ~40x slower than the same sum over the rows of [T, D]
-    # (8.7 vs 0.2 ms for a ViT-B LayerNorm; 0.26 s of a base GRM train step).
+    # (8.7 vs 0.2 ms for a ViT-B LayerNorm; a ViT-B block fwd+bwd 0.305 -> 0.285 s).
     y = nn.LayerNorm(epsilon=self.epsilon, use_bias=self.use_affine, use_scale=self.use_affine,
                      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(

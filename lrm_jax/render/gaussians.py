@@ -128,8 +128,8 @@ def components(x):
   """The ``k`` components ``[...]`` of ``x [..., k]`` (``x[..., 0]``, ``x[..., 1]``, ...).
 
   The backward stacks the components' cotangents in one pass; autodiff of ``x[..., i]``
-  pads each cotangent to ``[..., k]`` and adds them, which XLA:CPU runs ~20x slower for
-  N = 262,144 Gaussians (a pass per component over the whole array, strided writes).
+  pads each cotangent to ``[..., k]`` and adds them, a pass per component over the whole
+  array (XLA:CPU, 4 views x 262,144 quaternions: four 36 ms pads against one 23 ms stack).
   """
   return tuple(jnp.moveaxis(x, -1, 0))
 

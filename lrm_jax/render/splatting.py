@@ -626,7 +626,7 @@ def _sum_pixels(x, axis: int):
 
   Inside the rasteriser's loops the pixel axis is short (64 or 256): XLA:CPU fuses the
   adds with the products that feed them, where a reduce or a tiny batched dot becomes a
-  separate library call per loop step, several times slower.
+  separate library call per loop step (~1.4x the time in the base GRM's backward).
   """
   n = x.shape[axis]
   if n & (n - 1):
