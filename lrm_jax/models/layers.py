@@ -183,7 +183,7 @@ def scaled_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> ja
   float32 inputs and long sequences (``T >= FLASH_MIN_TOKENS``, also bfloat16: XLA:CPU's
   bfloat16 batched products are slower here) go through :func:`_flash_attention` in
   float32: blocks of ``FLASH_BLOCK`` queries for long sequences, so the whole score matrix
-  never exists (that ViT-B layer: 0.08 s), and one block for short ones, for its backward
+  never exists (that ViT-B layer: 0.066 s), and one block for short ones, for its backward
   (the GRM upsampler's last stage, 256-token windows x 32 channels: 0.78 -> 0.69 s).
   ``FLASH_ATTENTION = False`` computes every case the plain way (the scores whole, no
   recomputation in the backward): ``bench/train_step.py`` counts FLOPs that way.
@@ -208,8 +208,8 @@ def scaled_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> ja
 
 
 # Attention over at least this many queries runs blockwise (_flash_attention), in
-# blocks of FLASH_BLOCK queries (128 measured best on a 2-core CPU: 32 / 64 / 128 / 256 ->
-# 147 / 124 / 77 / 85 ms for a ViT-B layer's forward + backward, against 112-132 whole).
+# blocks of FLASH_BLOCK queries (128 measured best on a 2-core CPU: 64 / 128 / 256 ->
+# 110 / 65 / 76 ms for a ViT-B layer's attention core, forward + backward).
 FLASH_MIN_TOKENS = 1024
 FLASH_BLOCK = 128
 FLASH_ATTENTION = True
