@@ -195,3 +195,18 @@ def test_window_block_in_groups_is_the_same_block(monkeypatch):
   g_grouped = jax.grad(loss, argnums=(0, 1))(params, x)
   for a, b in zip(jax.tree.leaves(g_grouped), jax.tree.leaves(g_whole)):
     np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-4)
+
+
+def test_gelu_is_exact_gelu_against_float64_and_jax_nn():
+  """``layers.gelu`` (the erf form) is GELU: float64 ``x Phi(x)`` and ``nn.gelu``'s exact
+  form, values and gradients."""
+  from math import erf, sqrt  # pylint: disable=g-import-not-at-top
+  x = np.concatenate([np.linspace(-8, 8, 401), np.random.RandomState(0).randn(200) * 3])
+  x = x.astype(np.float32)
+  ref = np.array([v * 0.5 * (1 + erf(v / sqrt(2))) for v in x.astype(np.float64)])
+  # Absolute error: 1 + erf rounds near -1 (|x| * 6e-8); erfc kept the tail's relative one.
+  np.testing.assert_allclose(np.asarray(layers.gelu(jnp.asarray(x))), ref, atol=6e-7,
+                             rtol=1e-6)
+  ours = jax.vmap(jax.grad(layers.gelu))(jnp.asarray(x))
+  theirs = jax.vmap(jax.grad(lambda v: jax.nn.gelu(v, approximate=False)))(jnp.asarray(x))
+  np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), atol=1e-6)

@@ -126,3 +126,33 @@ def test_reconstruct_writes_a_readable_ply(three_step_run, tmp_path):
   assert g.num == out["num_gaussians"] > 0
   assert np.all(np.isfinite(g.means)) and np.all((g.opacities > 0) & (g.opacities <= 1))
   assert os.path.isfile(out["views"]) and os.path.isfile(out["turntable"])
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1e3])  # below and above the clipping norm
+def test_optimizer_with_given_norm_is_bit_equal_to_optax_clip_then_adamw(scale):
+  """The train step hands the gradients' norm to the optimiser's clipping: same state
+  structure and the same bits as ``optax.clip_by_global_norm`` followed by AdamW."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from lrm_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  config = micro()
+  o = config.optimizer
+  ours = state_lib.make_optimizer(config)
+  theirs = optax.chain(optax.clip_by_global_norm(o.clip_norm),
+                       optax.adamw(state_lib.make_schedule(config), b1=o.b1, b2=o.b2,
+                                   weight_decay=o.weight_decay, mask=state_lib._decay_mask))
+  rng = np.random.RandomState(0)
+  params = {"w": jnp.asarray(rng.randn(6, 5), jnp.float32),
+            "b": jnp.asarray(rng.randn(5), jnp.float32)}
+  s_ours, s_theirs = ours.init(params), theirs.init(params)
+  assert jax.tree.structure(s_ours) == jax.tree.structure(s_theirs)
+  for step in range(3):
+    grads = jax.tree.map(lambda p: p * scale * (step + 1), params)
+    u_given, s_ours = jax.jit(lambda g, s: ours.update(g, s, params,
+                                                       global_norm=optax.tree.norm(g)))(
+                                                           grads, s_ours)
+    u_own, _ = jax.jit(lambda g, s: ours.update(g, s, params))(grads, s_theirs)
+    u_ref, s_theirs = jax.jit(lambda g, s: theirs.update(g, s, params))(grads, s_theirs)
+    assert_trees_equal(u_given, u_ref)
+    assert_trees_equal(u_own, u_ref)
+  assert_trees_equal(s_ours, s_theirs)

@@ -117,6 +117,17 @@ def _materialised_transpose(x: jax.Array) -> jax.Array:
   return x.reshape(*lead, k, m)
 
 
+def gelu(x: jax.Array) -> jax.Array:
+  """Exact (erf) GELU, ``x * Phi(x)``, written as ``x (1 + erf(x / sqrt 2)) / 2``.
+
+  The same function as ``nn.gelu(x, approximate=False)``, which XLA:CPU evaluates through
+  ``erfc`` at ~3.5x the cost: [1024, 3072] forward 2.80 -> 0.78 ms, vjp 2.00 -> 1.45 ms.
+  Its rounding error is absolute, at most ``|x| * 6e-8`` (``1 + erf`` near -1), where
+  ``erfc`` kept the far negative tail's relative precision.
+  """
+  return 0.5 * x * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
+
+
 class Mlp(nn.Module):
   """Two-layer GELU MLP: ``[..., D] -> [..., hidden] -> [..., D]``."""
 
@@ -135,7 +146,7 @@ class Mlp(nn.Module):
     b2 = self.param("b2_d", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
                     (d,))
     h = dense_einsum("...d,dm->...m", x, w1, self.dtype) + b1
-    h = nn.gelu(h, approximate=False)
+    h = gelu(h)
     return dense_einsum("...m,md->...d", h, w2, self.dtype) + b2
 
 

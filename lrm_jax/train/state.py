@@ -47,11 +47,33 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
 
 
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArgs:
+  """``optax.clip_by_global_norm`` that takes the norm from its caller when it has one.
+
+  ``update(grads, state, params, global_norm=n)`` scales by ``max_norm / n`` when ``n``
+  exceeds ``max_norm``, with ``n = optax.tree.norm(grads)`` computed once by the train step
+  (which checks it for NaNs anyway) instead of a second read of every gradient: 90M
+  parameters in the base GRM. Same state (empty) and bit-identical updates as optax's.
+  """
+  def update_fn(updates, state, params=None, *, global_norm=None, **unused_extra_args):
+    del params
+    norm = optax.tree.norm(updates) if global_norm is None else global_norm
+    keep = norm < max_norm
+    updates = jax.tree.map(
+        lambda t: jax.lax.select(keep, t, (t / norm.astype(t.dtype)) * max_norm), updates)
+    return updates, state
+
+  return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
+
+
 def make_optimizer(config) -> optax.GradientTransformation:
-  """AdamW with warmup + cosine and global-norm clipping (values from REFERENCES.md)."""
+  """AdamW with warmup + cosine and global-norm clipping (values from REFERENCES.md).
+
+  Its ``update`` takes an optional ``global_norm=`` (the gradients' norm, if known).
+  """
   o = config.optimizer
   return optax.chain(
-      optax.clip_by_global_norm(o.clip_norm),
+      clip_by_global_norm(o.clip_norm),
       optax.adamw(make_schedule(config), b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
                   mask=_decay_mask))
 

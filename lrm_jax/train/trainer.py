@@ -61,11 +61,12 @@ def make_train_step(model, module, config, tx, perceptual):
       return total, (terms, rendered)
 
     (loss, (terms, rendered)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
     def update(grads, state):
-      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      updates, opt_state = tx.update(grads, state.opt_state, state.params,
+                                     global_norm=grad_norm)
       return state_lib.TrainState(step=state.step + 1, opt_state=opt_state,
                                   params=optax.apply_updates(state.params, updates))
 
