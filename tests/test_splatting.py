@@ -240,6 +240,16 @@ def test_bins_are_sorted_by_tile_then_depth(scene):
     np.testing.assert_array_equal(ids, expect)
 
 
+def test_depth_order_is_a_stable_argsort_with_ties_zeros_and_nans():
+  rng = np.random.RandomState(3)
+  z = (rng.randn(4000) * 3).astype(np.float32)
+  z[:50], z[50:100], z[100:120], z[120:130] = 0.0, -0.0, np.nan, -np.nan
+  z[130:140], z[140:150] = np.inf, -np.inf
+  z[1000:2000] = z[2000:3000]  # ties
+  order = np.asarray(jax.jit(sp._depth_order)(jnp.asarray(z)))
+  np.testing.assert_array_equal(order, np.argsort(z, kind="stable"))
+
+
 def test_vmapped_binning_matches_one_camera_at_a_time(monkeypatch):
   """Per-camera unrolled binning under vmap, and the batched fallback past the unroll cap,
   give each camera's own bins."""

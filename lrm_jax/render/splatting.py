@@ -289,6 +289,21 @@ def bin_gaussians(proj: Projected, height: int, width: int, tile_size: int = TIL
                                         no_grad(proj.depths)))
 
 
+def _depth_order(depths):
+  """``jnp.argsort(depths, stable=True)`` ``[N]`` int32, as a sort of integer keys.
+
+  Floats map to uint32 keys in the same order (``-0.0`` as ``0.0``, NaNs last), sorted
+  with the index as a second key. XLA:CPU compares integers faster than floats in their
+  total order: 262,144 depths alone 65 -> 53 ms.
+  """
+  z = jnp.where(depths == 0, jnp.zeros_like(depths), depths)
+  z = jnp.where(jnp.isnan(z), jnp.full_like(z, jnp.nan), z).astype(jnp.float32)
+  bits = jax.lax.bitcast_convert_type(z, jnp.uint32)
+  key = jnp.where((bits >> 31) == 1, ~bits, bits | jnp.uint32(0x80000000))
+  index = jnp.arange(depths.shape[0], dtype=jnp.int32)
+  return jax.lax.sort((key, index), num_keys=2, is_stable=False)[1]
+
+
 def _bin_one_camera(means2d, radii, depths, *, height: int, width: int, tile_size: int,
                     capacity: int):
   """:func:`bin_gaussians` on arrays: ``(tile_ranges, isect_gids, total, overflow)``."""
@@ -296,7 +311,7 @@ def _bin_one_camera(means2d, radii, depths, *, height: int, width: int, tile_siz
   tiles_y, tiles_x = tile_grid(height, width, tile_size)
   num_tiles = tiles_y * tiles_x
   x0, x1, y0, y1 = tile_rects(means2d, radii, height, width, tile_size)
-  order = jnp.argsort(depths, stable=True)  # [N] front to back
+  order = _depth_order(depths)  # [N] front to back
   bound = max(tiles_x, tiles_y)
   x0, x1, y0, y1 = _gather_packed((x0, x1, y0, y1), order, bound)  # in depth order now
   counts = (x1 - x0) * (y1 - y0)  # [N]
