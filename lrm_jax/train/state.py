@@ -50,18 +50,20 @@ def _decay_mask(params):
 def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArgs:
   """``optax.clip_by_global_norm`` that takes the norm from its caller when it has one.
 
-  ``update(grads, state, params, global_norm=n)`` scales by ``max_norm / n`` when ``n``
-  exceeds ``max_norm``, with ``n = optax.tree.norm(grads)`` computed once by the train step
-  (which checks it for NaNs anyway) instead of a second read of every gradient: 90M
-  parameters in the base GRM. Same state (empty) and bit-identical updates as optax's.
+  ``update(grads, state, params, global_norm=n)`` scales the gradients by
+  ``max_norm / n`` when ``n`` exceeds ``max_norm``, with ``n = optax.tree.norm(grads)``
+  computed once by the train step (which checks it for NaNs anyway) instead of a second
+  read of every gradient (90M in the base GRM). The scale is one product per element,
+  which XLA fuses into AdamW's moment and parameter updates; optax's ``(g / n) * max_norm``
+  is a pass of its own over every gradient on XLA:CPU (base GRM clip + AdamW, norm given:
+  186 -> 111 ms). Same (empty) state as optax's; gradients below the norm pass unchanged,
+  clipped ones differ from optax's by rounding.
   """
   def update_fn(updates, state, params=None, *, global_norm=None, **unused_extra_args):
     del params
     norm = optax.tree.norm(updates) if global_norm is None else global_norm
-    keep = norm < max_norm
-    updates = jax.tree.map(
-        lambda t: jax.lax.select(keep, t, (t / norm.astype(t.dtype)) * max_norm), updates)
-    return updates, state
+    scale = jnp.where(norm < max_norm, 1.0, max_norm / norm)
+    return jax.tree.map(lambda t: t * scale.astype(t.dtype), updates), state
 
   return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
 
