@@ -223,7 +223,9 @@ def test_overflow_is_reported(scene):
   assert int(out["overflow"][0]) == 7 + int(np.maximum(kept - budget, 0).sum()) > 7
 
 
-def test_bins_are_sorted_by_tile_then_depth(scene):
+@pytest.mark.parametrize("host_sorts", [True, False])  # NumPy's sorts on CPU, or XLA's
+def test_bins_are_sorted_by_tile_then_depth(scene, monkeypatch, host_sorts):
+  monkeypatch.setattr(sp, "HOST_SORTS_ON_CPU", host_sorts)
   g, cams = scene
   proj = sp.project(g, cams.c2w[1], cams.intrinsics[1], H, W)
   bins = sp.bin_gaussians(proj, H, W)
@@ -240,14 +242,16 @@ def test_bins_are_sorted_by_tile_then_depth(scene):
     np.testing.assert_array_equal(ids, expect)
 
 
-def test_depth_order_is_a_stable_argsort_with_ties_zeros_and_nans():
+def test_depth_order_is_a_stable_argsort_with_ties_zeros_and_nans(monkeypatch):
   rng = np.random.RandomState(3)
   z = (rng.randn(4000) * 3).astype(np.float32)
   z[:50], z[50:100], z[100:120], z[120:130] = 0.0, -0.0, np.nan, -np.nan
   z[130:140], z[140:150] = np.inf, -np.inf
   z[1000:2000] = z[2000:3000]  # ties
-  order = np.asarray(jax.jit(sp._depth_order)(jnp.asarray(z)))
-  np.testing.assert_array_equal(order, np.argsort(z, kind="stable"))
+  for host_sorts in (True, False):
+    monkeypatch.setattr(sp, "HOST_SORTS_ON_CPU", host_sorts)
+    order = np.asarray(jax.jit(sp._depth_order)(jnp.asarray(z)))
+    np.testing.assert_array_equal(order, np.argsort(z, kind="stable"))
 
 
 def test_vmapped_binning_matches_one_camera_at_a_time(monkeypatch):

@@ -45,6 +45,7 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lrm_jax import cameras as cameras_lib
 from lrm_jax.render import sh as sh_lib
@@ -301,7 +302,31 @@ def _depth_order(depths):
   bits = jax.lax.bitcast_convert_type(z, jnp.uint32)
   key = jnp.where((bits >> 31) == 1, ~bits, bits | jnp.uint32(0x80000000))
   index = jnp.arange(depths.shape[0], dtype=jnp.int32)
-  return jax.lax.sort((key, index), num_keys=2, is_stable=False)[1]
+  return _sort_on_cpu_host(
+      key, lambda k: np.argsort(k, axis=-1, kind="stable").astype(np.int32),
+      lambda k: jax.lax.sort((k, index), num_keys=2, is_stable=False)[1])
+
+
+# Binning's two sorts run in NumPy when compiling for CPU (see _sort_on_cpu_host).
+HOST_SORTS_ON_CPU = True
+
+
+def _sort_on_cpu_host(keys, numpy_fn, xla_fn):
+  """``xla_fn(keys)`` (a sort or argsort of uint32 ``keys`` along the last axis), which on
+  the CPU backend runs as ``numpy_fn`` on the host (``jax.pure_callback``).
+
+  XLA:CPU sorts by scalar comparisons: ~40 ns per key for 2.6M uint32 keys (102-144 ms),
+  where NumPy's vectorised sort takes 11 ms. Both give the same order (sorts of integers;
+  the argsorts stable), so the bins are identical. The base GRM's render of 4 views,
+  forward + backward: 1.77-1.90 -> 1.47-1.54 s. Accelerators, and CPU with
+  :data:`HOST_SORTS_ON_CPU` off, use XLA's sort.
+  """
+  if not HOST_SORTS_ON_CPU:
+    return xla_fn(keys)
+  out = jax.eval_shape(xla_fn, keys)
+  host = lambda k: numpy_fn(np.asarray(k))
+  on_cpu = lambda k: jax.pure_callback(host, out, k, vmap_method="expand_dims")
+  return jax.lax.platform_dependent(keys, cpu=on_cpu, default=xla_fn)
 
 
 def _bin_one_camera(means2d, radii, depths, *, height: int, width: int, tile_size: int,
@@ -326,7 +351,7 @@ def _bin_one_camera(means2d, radii, depths, *, height: int, width: int, tile_siz
   rank_bits = max(1, (n - 1).bit_length())
   if (num_tiles + 1) << rank_bits <= 2**32:
     key = (tile.astype(jnp.uint32) << rank_bits) | rank.astype(jnp.uint32)
-    key = jax.lax.sort(key)
+    key = _sort_on_cpu_host(key, lambda k: np.sort(k, axis=-1), jax.lax.sort)
     tile = (key >> rank_bits).astype(jnp.int32)
     rank = (key & ((1 << rank_bits) - 1)).astype(jnp.int32)
   else:
