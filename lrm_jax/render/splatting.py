@@ -294,8 +294,9 @@ def _depth_order(depths):
   """``jnp.argsort(depths, stable=True)`` ``[N]`` int32, as a sort of integer keys.
 
   Floats map to uint32 keys in the same order (``-0.0`` as ``0.0``, NaNs last), sorted
-  with the index as a second key. XLA:CPU compares integers faster than floats in their
-  total order: 262,144 depths alone 65 -> 53 ms.
+  with the index as a second key: XLA compares integers faster than floats in their total
+  order (262,144 depths on XLA:CPU, 65 -> 53 ms). On one CPU device NumPy sorts the keys
+  (:func:`_sort_on_cpu_host`).
   """
   z = jnp.where(depths == 0, jnp.zeros_like(depths), depths)
   z = jnp.where(jnp.isnan(z), jnp.full_like(z, jnp.nan), z).astype(jnp.float32)
@@ -318,10 +319,14 @@ def _sort_on_cpu_host(keys, numpy_fn, xla_fn):
   XLA:CPU sorts by scalar comparisons: ~40 ns per key for 2.6M uint32 keys (102-144 ms),
   where NumPy's vectorised sort takes 11 ms. Both give the same order (sorts of integers;
   the argsorts stable), so the bins are identical. The base GRM's render of 4 views,
-  forward + backward: 1.77-1.90 -> 1.47-1.54 s. Accelerators, and CPU with
-  :data:`HOST_SORTS_ON_CPU` off, use XLA's sort.
+  forward + backward: 1.77-1.90 -> 1.47-1.54 s.
+
+  XLA's sort is used on accelerators, with :data:`HOST_SORTS_ON_CPU` off, and whenever JAX
+  sees more than one device: a callback runs on one device, so SPMD would gather every
+  shard's keys to it. JAX also leaves programs with host callbacks out of its persistent
+  compilation cache.
   """
-  if not HOST_SORTS_ON_CPU:
+  if not HOST_SORTS_ON_CPU or jax.device_count() > 1:
     return xla_fn(keys)
   out = jax.eval_shape(xla_fn, keys)
   host = lambda k: numpy_fn(np.asarray(k))
