@@ -308,7 +308,7 @@ def _depth_order(depths):
       lambda k: jax.lax.sort((k, index), num_keys=2, is_stable=False)[1])
 
 
-# Binning's two sorts run in NumPy when compiling for CPU (see _sort_on_cpu_host).
+# Binning's two sorts run in NumPy on a single CPU device (see _sort_on_cpu_host).
 HOST_SORTS_ON_CPU = True
 
 
