@@ -31,7 +31,7 @@ DENSE_MAX_PAIRS = 1 << 26  # pixel x Gaussian pairs the dense oracle may hold (~
 
 
 def random_scene(n: int, seed: int = 0):
-  from lrm_jax.render.gaussians import Gaussians  # pylint: disable=import-outside-toplevel
+  from lrm_jax.representations.gaussians import Gaussians  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(seed)
   sh = np.zeros((n, 16, 3), np.float32)
   sh[:, 0] = rng.uniform(-1.5, 1.5, (n, 3))
@@ -53,7 +53,7 @@ def grm_scene(footprint: float = 1.5):
   """4 x 128^2 pixel-aligned Gaussians on a sphere of radius 0.8, and 4 novel cameras."""
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from lrm_jax import cameras as cam  # pylint: disable=import-outside-toplevel
-  from lrm_jax.render import gaussians as gl  # pylint: disable=import-outside-toplevel
+  from lrm_jax.representations import gaussians as gl  # pylint: disable=import-outside-toplevel
   size = 128
   k = np.tile(cam.intrinsics_from_fov(np.deg2rad(49.1), size, size), (4, 1))
   inputs = cam.Cameras(cam.orbit_cameras(np.asarray([0.0, 90, 180, 270]), np.full(4, 20.0),

@@ -7,7 +7,7 @@ Variants: ``tiny`` (trains on a 2-core CPU), ``base`` (12 layers, width 768, 256
 
 import ml_collections
 
-from configs import common
+from lrm_jax import config_defaults as common
 from lrm_jax.models import grm as grm_model
 
 VARIANTS = tuple(grm_model.VARIANTS)
@@ -22,6 +22,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.variant = arg.variant
 
   config.model = grm_model.model_config(arg.variant)
+  # input_depth: each pixel's Gaussian vs the input view's depth (grm.regularizers).
+  config.loss.input_depth = 0.0
 
   d = config.data
   d.num_input_views = 4

@@ -11,7 +11,7 @@ Pretrained encoders load from a local file:
 
 import ml_collections
 
-from configs import common
+from lrm_jax import config_defaults as common
 from lrm_jax.models import lrm as lrm_model
 
 VARIANTS = tuple(lrm_model.VARIANTS)

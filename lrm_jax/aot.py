@@ -370,8 +370,9 @@ def report(config, topology: str, devices, perceptual=None, log: Callable = prin
 def main(argv):
   del argv
   from absl import flags
+  from lrm_jax import config_loading
   f = flags.FLAGS
-  config = f.config
+  config = config_loading.config_from_command_line()
   prepare_for_tpu(config)
   devices = topology_devices(f.topology, [int(x) for x in f.chips_per_host_bounds],
                              f.num_slices)
@@ -387,8 +388,6 @@ def main(argv):
 
 def _define_flags():
   from absl import flags
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file("config", None, "config file[:args]", lock_config=True)
   flags.DEFINE_string("topology", "v5e:2x2", "TPU topology, e.g. v5e:16x16, v5p:4x4x4, v4:2x2x2")
   flags.DEFINE_list("chips_per_host_bounds", ["2", "2", "1"], "chips per host (x,y,z)")
   flags.DEFINE_integer("num_slices", 1, "number of slices (multislice)")
@@ -396,10 +395,10 @@ def _define_flags():
                     "config.loss.lpips > 0, as a real training run would")
   flags.DEFINE_bool("fail_if_not_fits", False, "exit 1 when the step does not fit in HBM")
   flags.DEFINE_string("json_out", "", "also write the numbers to this JSON file")
-  flags.mark_flags_as_required(["config"])
 
 
 if __name__ == "__main__":
   from absl import app
+  from lrm_jax import config_loading
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=config_loading.flags_parser)

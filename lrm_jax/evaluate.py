@@ -12,29 +12,17 @@ import os
 
 from absl import app, flags, logging
 
+from lrm_jax import config_loading
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "training workdir (config.json + checkpoints)")
 _SPLIT = flags.DEFINE_enum("split", "eval", ["eval", "test"], "held-out split to score")
 flags.mark_flag_as_required("workdir")
 
 
-def parse_flags_with_overrides(argv):
-  """absl parsing that passes ``--config.KEY=VALUE`` arguments through as overrides."""
-  overrides = [a for a in argv[1:] if a.startswith("--config.")]
-  rest = flags.FLAGS([a for a in argv if not a.startswith("--config.")])
-  return rest + overrides
-
-
-def _collect_overrides(argv):
-  return [a[len("--config."):] for a in argv[1:] if a.startswith("--config.")]
-
-
 def evaluate(workdir: str, split: str = "eval", overrides=()) -> dict:
-  from lrm_jax.config_loading import apply_override
   from lrm_jax.train import evaluation, inference, losses
   config = inference.load_run_config(workdir)
-  for item in overrides:
-    key, _, value = item.partition("=")
-    apply_override(config, key, value)
+  config_loading.apply_overrides(config, overrides)
   config, _, model, params, step, mesh, rules = inference.load_trained(workdir, config)
   perceptual = losses.Perceptual.from_config(config)
   ev = evaluation.Evaluator(config, model, mesh, rules, None, perceptual, split=split)
@@ -45,8 +33,9 @@ def evaluate(workdir: str, split: str = "eval", overrides=()) -> dict:
 
 
 def main(argv):
+  del argv
   logging.set_verbosity(logging.WARNING)
-  overrides = _collect_overrides(argv)
+  overrides = config_loading.config_overrides()
   r = evaluate(_WORKDIR.value, _SPLIT.value, overrides)
   rows = [("PSNR (dB)", f"{r['psnr']:.2f}"), ("SSIM", f"{r['ssim']:.4f}"),
           ("LPIPS", "n/a (no weights)" if r["lpips"] is None else f"{r['lpips']:.4f}"),
@@ -62,4 +51,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags_with_overrides)
+  app.run(main, flags_parser=config_loading.flags_parser)

@@ -59,9 +59,9 @@ from lrm_jax import cameras as cam
 from lrm_jax.io import images as images_io
 from lrm_jax.io import ply as ply_io
 from lrm_jax.io import video
-from lrm_jax.render import sh as sh_lib
+from lrm_jax.representations import sh as sh_lib
 from lrm_jax.render import splatting
-from lrm_jax.render.gaussians import Gaussians
+from lrm_jax.representations.gaussians import Gaussians
 from lrm_jax.train import metrics
 
 INITS = ("carve", "box")

@@ -9,15 +9,14 @@ are detected automatically). See README "Scale out".
 """
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config file[:args]",
-                                          lock_config=True)
+from lrm_jax import config_loading
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics, evals")
 _COORD = flags.DEFINE_string("coordinator", "", "jax.distributed coordinator HOST:PORT")
 _NPROC = flags.DEFINE_integer("num_processes", 0, "number of processes (with --coordinator)")
 _PID = flags.DEFINE_integer("process_id", -1, "this process's id (with --coordinator)")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
@@ -27,7 +26,8 @@ def main(argv):
   distributed = parallel.maybe_initialize_distributed(_COORD.value, _NPROC.value, _PID.value)
   from lrm_jax.train import trainer
   try:
-    summary = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    summary = trainer.train_and_evaluate(config_loading.config_from_command_line(),
+                                         _WORKDIR.value)
   except trainer.NonFiniteLossError as e:
     raise SystemExit(f"error: {e}") from e
   if distributed:
@@ -42,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=config_loading.flags_parser)

@@ -2,8 +2,10 @@
 
 import pytest
 
-from configs import common, grm, lrm
+from configs import grm, lrm
+from lrm_jax import config_defaults as common
 from lrm_jax.config_loading import load_config
+from lrm_jax.errors import ConfigError
 
 
 def test_parse_arg_variants_and_booleans():
@@ -41,7 +43,7 @@ def test_load_config_with_overrides():
                                           "data.background=(0.5, 0.5, 0.5)"])
   assert c.seed == 3 and c.data.source == "mesh:x.obj"
   assert tuple(c.data.background) == (0.5, 0.5, 0.5)
-  with pytest.raises(KeyError, match="data.nope"):
+  with pytest.raises(ConfigError, match="data.nope"):
     load_config("configs/grm.py:tiny", ["data.nope=1"])
-  with pytest.raises(FileNotFoundError, match="missing.py"):
+  with pytest.raises(ConfigError, match="missing.py"):
     load_config("configs/missing.py")

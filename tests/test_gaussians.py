@@ -8,8 +8,9 @@ from scipy.spatial.transform import Rotation
 from scipy.special import sph_harm_y
 
 from lrm_jax import cameras as cam
-from lrm_jax.render import gaussians as gl
-from lrm_jax.render import sh as sh_lib
+from lrm_jax.models import grm, long_lrm
+from lrm_jax.representations import gaussians as gl
+from lrm_jax.representations import sh as sh_lib
 from lrm_jax.render import splatting as sp
 
 
@@ -92,7 +93,7 @@ def test_grm_activation_bounds_and_rays():
   raw = jnp.asarray(np.random.default_rng(2).normal(size=(3, 50, 12)) * 5, jnp.float32)
   dirs = jnp.asarray(unit_dirs(150, 3).reshape(3, 50, 3), jnp.float32)
   origins = jnp.ones((3, 50, 3))
-  g = gl.grm_activation(raw, origins, dirs, near=0.5, far=3.0, min_scale=0.005, max_scale=0.05)
+  g = grm.grm_activation(raw, origins, dirs, near=0.5, far=3.0, min_scale=0.005, max_scale=0.05)
   dist = np.linalg.norm(np.asarray(g.means - origins), axis=-1)
   assert np.all((dist >= 0.5) & (dist <= 3.0))
   np.testing.assert_allclose(np.asarray(g.means - origins) / dist[..., None], dirs, atol=1e-5)
@@ -109,7 +110,7 @@ def test_long_lrm_activation_constants():
   raw[1, 5:8] = 100.0  # scale far above the clamp
   raw[:, 9:] = np.arange(3 * k)
   o, d = jnp.zeros((2, 3)), jnp.asarray([[0.0, 0, 1], [0, 1, 0]])
-  g = gl.long_lrm_activation(jnp.asarray(raw), o, d)
+  g = long_lrm.activation(jnp.asarray(raw), o, d)
   np.testing.assert_allclose(g.means[0], [0, 0, 250.0], rtol=1e-6)  # sigmoid(0) * 500
   np.testing.assert_allclose(g.scales[0], np.exp(-6.9), rtol=1e-5)
   np.testing.assert_allclose(g.scales[1], np.exp(-1.2), rtol=1e-5)
@@ -117,7 +118,7 @@ def test_long_lrm_activation_constants():
   np.testing.assert_array_equal(g.sh[0], np.arange(3 * k).reshape(k, 3))
   assert g.sh_degree == 3
   with pytest.raises(ValueError, match="channels"):
-    gl.long_lrm_activation(jnp.zeros((2, 12)), o, d)
+    long_lrm.activation(jnp.zeros((2, 12)), o, d)
 
 
 def test_unprojected_gaussians_project_back_to_their_pixels():

@@ -9,7 +9,7 @@ from lrm_jax import cameras as cam
 from lrm_jax.config_loading import load_config
 from lrm_jax.data import pipeline
 from lrm_jax.models import grm
-from lrm_jax.render import gaussians as gs
+from lrm_jax.representations import gaussians as gs
 from lrm_jax.render import splatting
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lrm_jax.io import ply
-from lrm_jax.render.gaussians import Gaussians
+from lrm_jax.representations.gaussians import Gaussians
 
 
 def random_gaussians(n, degree, seed=0):

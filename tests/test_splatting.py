@@ -15,7 +15,7 @@ import pytest
 
 from lrm_jax import cameras as cam
 from lrm_jax.render import splatting as sp
-from lrm_jax.render.gaussians import Gaussians
+from lrm_jax.representations.gaussians import Gaussians
 
 H, W = 32, 48
 TILED = dict(chunk_size=8, block_tiles=4)  # small chunks: many loop steps on tiny images
@@ -384,7 +384,7 @@ def test_tile_size_8_matches_dense():
 
 def test_default_capacity_fits_grm_shapes():
   """4 views x 128^2 pixel-aligned Gaussians rendered at 128^2: nothing may be dropped."""
-  from lrm_jax.render import gaussians as gl
+  from lrm_jax.representations import gaussians as gl
   h = w = 128
   c2w = cam.orbit_cameras(np.asarray([0.0, 90.0, 180.0, 270.0]), np.full(4, 20.0), 2.0)
   k = np.tile(cam.intrinsics_from_fov(np.deg2rad(49.1), h, w), (4, 1))

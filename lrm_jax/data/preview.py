@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 from absl import app, flags
-from ml_collections import config_flags
 
+from lrm_jax import config_loading
 from lrm_jax.data import pipeline
 from lrm_jax.io import images as image_io
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config file[:args]",
-                                          lock_config=True)
 _OUT = flags.DEFINE_string("out", "preview.png", "where to write the PNG contact sheet")
 _SPLIT = flags.DEFINE_enum("split", "train", ["train", "eval"], "which split to show")
 
@@ -37,7 +35,7 @@ def contact_sheet(batch: dict) -> np.ndarray:
 
 def main(argv):
   del argv
-  config = _CONFIG.value
+  config = config_loading.config_from_command_line()
   batch = next(pipeline.make_iterator(config, _SPLIT.value))
   sheet = contact_sheet(batch)
   path = image_io.save_png(_OUT.value, sheet)
@@ -49,4 +47,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=config_loading.flags_parser)

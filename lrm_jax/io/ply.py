@@ -19,8 +19,8 @@ import os
 
 import numpy as np
 
-from lrm_jax.render.gaussians import Gaussians
-from lrm_jax.render import sh as sh_lib
+from lrm_jax.representations.gaussians import Gaussians
+from lrm_jax.representations import sh as sh_lib
 
 _TYPES = {
     "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",

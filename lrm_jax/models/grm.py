@@ -26,7 +26,7 @@ from lrm_jax import parallel
 from lrm_jax.io import ply
 from lrm_jax.models import layers
 from lrm_jax.models.vit import PatchEmbed
-from lrm_jax.render import gaussians as gs
+from lrm_jax.representations import gaussians as gs
 from lrm_jax.render import splatting
 
 # variant -> transformer and upsampler sizes.
@@ -45,6 +45,11 @@ VARIANTS = {
                   up_channels=(512, 256, 128, 64), up_heads=(8, 4, 2, 1), up_blocks=1,
                   window=8),
 }
+
+
+# Channels of one pixel-aligned GRM Gaussian: depth 1, quaternion 4, scale 3, opacity 1,
+# rgb 3 (REFERENCES.md, GRM).
+CHANNELS = 12
 
 
 def model_config(variant: str) -> ml_collections.ConfigDict:
@@ -90,6 +95,29 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   c.block_tiles = 16
   c.chunk_size = 8
   return c
+
+
+def grm_activation(raw, origins, directions, *, near: float, far: float,
+                   min_scale: float, max_scale: float) -> gs.Gaussians:
+  """GRM: raw per-pixel outputs -> Gaussians, with every quantity bounded.
+
+  Args:
+    raw: ``[..., N, 12]`` = depth 1, quaternion 4, scale 3, opacity 1, rgb 3.
+    origins, directions: ``[..., N, 3]`` unit pixel rays (:func:`cameras.get_rays`).
+    near, far: depth along the ray is ``near + (far - near) * sigmoid``.
+    min_scale, max_scale: scales are ``min_scale + (max_scale - min_scale) * sigmoid``.
+  Returns:
+    Gaussians with SH degree 0 and colour ``sigmoid(rgb)``.
+  """
+  if raw.shape[-1] != CHANNELS:
+    raise ValueError(f"GRM Gaussians have {CHANNELS} channels, got {raw.shape[-1]}.")
+  depth = gs.bounded_sigmoid(raw[..., 0:1], near, far)  # [..., N, 1]
+  quats = gs.normalize_quats(raw[..., 1:5])
+  scales = gs.bounded_sigmoid(raw[..., 5:8], min_scale, max_scale)
+  opacities = jax.nn.sigmoid(raw[..., 8:9])
+  rgb = jax.nn.sigmoid(raw[..., 9:12])
+  return gs.Gaussians.from_rgb(gs.unproject(origins, directions, depth), scales, quats,
+                            opacities, rgb)
 
 
 class ViewPositions(nn.Module):
@@ -189,7 +217,7 @@ class Model(nn.Module):
     flat = lambda x: x.reshape(b, v * h * w, x.shape[-1])  # [B, V*H*W, k]
     packed = jnp.concatenate([raw[k] for k in ("depth", "rotation", "scale", "opacity",
                                                "color")], axis=-1)
-    g = gs.grm_activation(flat(packed), flat(origins), flat(dirs), near=c.near, far=c.far,
+    g = grm_activation(flat(packed), flat(origins), flat(dirs), near=c.near, far=c.far,
                           min_scale=c.min_scale, max_scale=c.max_scale)
     if c.mask_gaussians:
       # Pixels off the object (input mask 0) give transparent Gaussians.

@@ -48,8 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrm_jax import cameras as cameras_lib
-from lrm_jax.render import sh as sh_lib
-from lrm_jax.render.gaussians import Gaussians, components, covariance_components
+from lrm_jax.representations import sh as sh_lib
+from lrm_jax.representations.gaussians import Gaussians, components, covariance_components
 
 Array = Any
 

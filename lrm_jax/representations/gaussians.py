@@ -1,4 +1,4 @@
-"""3D Gaussians: the pytree, covariances, activations of raw network outputs, pruning.
+"""3D Gaussians: the pytree, covariances, pixel-aligned unprojection, pruning.
 
 Layout (DESIGN.md §3): a set of ``N`` Gaussians, with any leading batch dims ``[...]``:
 
@@ -13,8 +13,9 @@ Colour always lives in ``sh``: plain RGB is degree 0 (``K = 1``) with the DC coe
 ``(rgb - 0.5) / C0`` (:meth:`Gaussians.from_rgb`), which renders back to exactly ``rgb``.
 One colour field means one code path in the renderer, the exporters and the losses.
 
-Raw network outputs are turned into Gaussians here and nowhere else: GRM's bounded
-activations (:func:`grm_activation`) and Long-LRM's (:func:`long_lrm_activation`).
+A family turns its raw network outputs into Gaussians in its own model file (GRM's
+bounded activations in ``models/grm.py``), from the building blocks here: unit quaternions,
+:func:`bounded_sigmoid`, pixel-aligned :func:`unproject`.
 """
 
 from __future__ import annotations
@@ -27,22 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrm_jax import cameras as cameras_lib
-from lrm_jax.render import sh as sh_lib
-from lrm_jax.render.sh import eval_sh, rgb_to_sh, sh_to_rgb  # pylint: disable=unused-import
+from lrm_jax.representations import sh as sh_lib
 
 Array = Any
-
-# Channels of one pixel-aligned GRM Gaussian: depth 1, quaternion 4, scale 3, opacity 1,
-# rgb 3 (REFERENCES.md, GRM).
-GRM_CHANNELS = 12
-# Long-LRM constants (arthurhero/Long-LRM, REFERENCES.md): distance along the unit ray
-# sigmoid(x) * 500, scale exp(min(s - 6.9, -1.2)), opacity sigmoid(o - 2), SH degree 3.
-LONG_LRM_MAX_DIST = 500.0
-LONG_LRM_SCALE_BIAS = -6.9
-LONG_LRM_SCALE_MAX = -1.2
-LONG_LRM_OPACITY_BIAS = -2.0
-LONG_LRM_PRUNE_THRESHOLD = 0.001
-
 
 @flax.struct.dataclass
 class Gaussians:
@@ -232,63 +220,6 @@ def pixel_aligned_means(cameras: cameras_lib.Cameras, depth):
   return unproject(origins, directions, depth.reshape(origins.shape[:-1] + (1,)))
 
 
-def grm_activation(raw, origins, directions, *, near: float, far: float,
-                   min_scale: float, max_scale: float) -> Gaussians:
-  """GRM: raw per-pixel outputs -> Gaussians, with every quantity bounded.
-
-  Args:
-    raw: ``[..., N, 12]`` = depth 1, quaternion 4, scale 3, opacity 1, rgb 3.
-    origins, directions: ``[..., N, 3]`` unit pixel rays (:func:`pixel_rays`).
-    near, far: depth along the ray is ``near + (far - near) * sigmoid``.
-    min_scale, max_scale: scales are ``min_scale + (max_scale - min_scale) * sigmoid``.
-  Returns:
-    Gaussians with SH degree 0 and colour ``sigmoid(rgb)``.
-  """
-  if raw.shape[-1] != GRM_CHANNELS:
-    raise ValueError(f"GRM Gaussians have {GRM_CHANNELS} channels, got {raw.shape[-1]}.")
-  depth = bounded_sigmoid(raw[..., 0:1], near, far)  # [..., N, 1]
-  quats = normalize_quats(raw[..., 1:5])
-  scales = bounded_sigmoid(raw[..., 5:8], min_scale, max_scale)
-  opacities = jax.nn.sigmoid(raw[..., 8:9])
-  rgb = jax.nn.sigmoid(raw[..., 9:12])
-  return Gaussians.from_rgb(unproject(origins, directions, depth), scales, quats,
-                            opacities, rgb)
-
-
-def long_lrm_channels(sh_degree: int = 3) -> int:
-  """Raw channels of one Long-LRM Gaussian: depth 1, quat 4, scale 3, opacity 1, SH 3K."""
-  return 9 + 3 * sh_lib.num_sh_bases(sh_degree)
-
-
-def long_lrm_activation(raw, origins, directions, *, sh_degree: int = 3,
-                        max_dist: float = LONG_LRM_MAX_DIST,
-                        scale_bias: float = LONG_LRM_SCALE_BIAS,
-                        scale_max: float = LONG_LRM_SCALE_MAX,
-                        opacity_bias: float = LONG_LRM_OPACITY_BIAS) -> Gaussians:
-  """Long-LRM: raw per-pixel outputs -> Gaussians (arthurhero/Long-LRM ``model/llrm.py``).
-
-  Args:
-    raw: ``[..., N, 9 + 3K]`` = depth 1, quaternion 4, scale 3, opacity 1, SH ``[K, 3]``
-      flattened coefficient-major (K = (sh_degree + 1)^2). Long-LRM predicts 3 "xyz"
-      channels and averages them into the depth logit; average them before calling.
-    origins, directions: ``[..., N, 3]`` unit pixel rays.
-  Returns:
-    Gaussians at distance ``sigmoid(d) * max_dist`` along the ray, scales
-    ``exp(min(s + scale_bias, scale_max))``, opacity ``sigmoid(o + opacity_bias)``, unit
-    quaternions and the SH coefficients as predicted (no activation, as Long-LRM).
-  """
-  k = sh_lib.num_sh_bases(sh_degree)
-  if raw.shape[-1] != long_lrm_channels(sh_degree):
-    raise ValueError(f"Long-LRM Gaussians of SH degree {sh_degree} have "
-                     f"{long_lrm_channels(sh_degree)} channels, got {raw.shape[-1]}.")
-  depth = jax.nn.sigmoid(raw[..., 0:1]) * max_dist  # [..., N, 1]
-  quats = normalize_quats(raw[..., 1:5])
-  scales = jnp.exp(jnp.minimum(raw[..., 5:8] + scale_bias, scale_max))
-  opacities = jax.nn.sigmoid(raw[..., 8:9] + opacity_bias)
-  sh = raw[..., 9:].reshape(raw.shape[:-1] + (k, 3))
-  return Gaussians(unproject(origins, directions, depth), scales, quats, opacities, sh)
-
-
 # ----------------------------------------------------------------------------------------
 # Pruning.
 # ----------------------------------------------------------------------------------------
@@ -333,7 +264,7 @@ def prune_topk_by_opacity(g: Gaussians, k: int, key=None,
   return take(g, idx.reshape(g.batch_shape + (k,)))
 
 
-def prune_by_threshold(g: Gaussians, threshold: float = LONG_LRM_PRUNE_THRESHOLD) -> Gaussians:
+def prune_by_threshold(g: Gaussians, threshold: float = 0.001) -> Gaussians:
   """Test-time pruning on the host: keeps Gaussians with opacity ``> threshold``.
 
   ``g`` must be unbatched (``[N]``): the result has a data-dependent size, so it is

@@ -1,6 +1,8 @@
-"""Shared config defaults and the ``--config=configs/X.py:k=v,...`` argument parser.
+"""Config defaults shared by every family, and the parser of a config file's argument.
 
-Every family config does::
+Every family config (``configs/<family>.py``) does::
+
+  from lrm_jax import config_defaults as common
 
   def get_config(arg=None):
     arg = common.parse_arg(arg, variant="base", runlocal=False)
@@ -16,29 +18,8 @@ from __future__ import annotations
 
 import ml_collections
 
-_TRUE = {"1", "true", "t", "yes", "y", "on"}
-_FALSE = {"0", "false", "f", "no", "n", "off"}
-
-
-def _parse_value(key: str, text: str, default):
-  if isinstance(default, bool):
-    low = text.strip().lower()
-    if low in _TRUE:
-      return True
-    if low in _FALSE:
-      return False
-    raise ValueError(f"config arg {key!r}: expected a boolean, got {text!r}.")
-  if isinstance(default, int):
-    try:
-      return int(text)
-    except ValueError as e:
-      raise ValueError(f"config arg {key!r}: expected an integer, got {text!r}.") from e
-  if isinstance(default, float):
-    try:
-      return float(text)
-    except ValueError as e:
-      raise ValueError(f"config arg {key!r}: expected a number, got {text!r}.") from e
-  return text
+from lrm_jax.config_values import parse_value as _parse_value
+from lrm_jax.errors import ConfigError
 
 
 def parse_arg(arg: str | None, **spec) -> ml_collections.ConfigDict:
@@ -62,14 +43,14 @@ def parse_arg(arg: str | None, **spec) -> ml_collections.ConfigDict:
     else:
       key, value = token, "true"
     if key not in spec:
-      raise ValueError(f"unknown config arg {key!r} in {arg!r}; known: {sorted(spec)}.")
+      raise ConfigError(f"unknown config arg {key!r} in {arg!r}; known: {sorted(spec)}.")
     out[key] = _parse_value(key, value, spec[key])
   return out
 
 
 def check_choice(name: str, value: str, choices) -> str:
   if value not in choices:
-    raise ValueError(f"unknown {name} {value!r}; choose one of {sorted(choices)}.")
+    raise ConfigError(f"unknown {name} {value!r}; choose one of {sorted(choices)}.")
   return value
 
 
@@ -143,9 +124,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = mesh_config()
   c.logical_axis_rules = logical_axis_rules()
 
-  # depth: rendered vs target depth; input_depth: pixel-aligned Gaussians vs input depth.
-  c.loss = ml_collections.ConfigDict(dict(mse=1.0, lpips=1.0, mask=1.0, depth=0.0,
-                                         input_depth=0.0, opacity=0.0, tv=0.0))
+  # Image losses every family shares (train/losses.py); depth: rendered vs target depth. A
+  # family adds the weights of its own regularizers here in its config file.
+  c.loss = ml_collections.ConfigDict(dict(mse=1.0, lpips=1.0, mask=1.0, depth=0.0))
   c.inject_nan_at_step = -1  # testing: make the loss NaN at this step
 
   c.total_steps = 1000
