@@ -6,25 +6,23 @@
 Needs ``libtpu`` (``pip install "libtpu==0.0.42.1"``, the version ``jax[tpu]==0.10.2`` pins)
 but no TPU: ``jax.experimental.topologies`` describes the slice's devices, the mesh is built
 from them exactly as ``train_and_evaluate`` builds it from real ones, the train state is only
-``eval_shape``d, and the trainer's own step (``trainer.make_train_step``) is lowered with
+``eval_shape``d, and the trainer's own step (``train.step.make_train_step``) is lowered with
 ``jit(step, in_shardings, out_shardings, donate_argnums=0)`` and compiled by the TPU
 compiler. Prints the parameter count, per-device argument / temp / output memory
 (``compiled.memory_analysis()``), FLOPs per step (``compiled.cost_analysis()``) and whether
 the step fits the chip's HBM.
 
-This module also holds ``build_program``: the trainer's model / optimiser / sharding /
-step construction for a given mesh, shared by the AOT compile, the sharding-equivalence
-tests and ``bench/scaling.py``.
+The program (model, optimiser, abstract state, shardings, step) comes from the one setup
+path every command uses, :func:`lrm_jax.train.setup.build`; the batch from the family's
+``batch_spec``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import time
-from typing import Any, Callable
+from typing import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,91 +33,6 @@ from lrm_jax import parallel
 HBM_GIB = {"v4": 32, "v5e": 16, "v5litepod": 16, "v5p": 95, "v6e": 32}
 # Peak dense bf16 TFLOP/s per chip, for a rough time-per-step bound.
 PEAK_BF16_TFLOPS = {"v4": 275, "v5e": 197, "v5litepod": 197, "v5p": 459, "v6e": 918}
-
-
-# ---- The program the trainer runs, for any mesh --------------------------------------------
-
-@dataclasses.dataclass
-class Program:
-  """Everything ``train_and_evaluate`` builds before its loop, for one mesh."""
-
-  config: Any
-  mesh: jax.sharding.Mesh
-  rules: tuple
-  model: nn.Module
-  module: Any
-  tx: Any
-  abstract_boxed: Any  # boxed (logically partitioned) abstract TrainState
-  shardings: Any  # NamedShardings of the unboxed TrainState
-  abstract: Any  # ShapeDtypeStructs (with shardings) of the unboxed TrainState
-  init_fn: Callable  # key -> boxed TrainState
-  step_fn: Callable  # the trainer's (state, batch) -> (state, metrics)
-  n_params: int
-  flops: float = float("nan")  # matmul/conv FLOPs per step (jaxpr_flops), once computed
-
-  def init_rng(self) -> jax.Array:
-    """The key the trainer initialises with (``fold_in(root, 2**31 - 1)``)."""
-    from lrm_jax.train import state as state_lib
-    return jax.random.fold_in(state_lib.root_key(self.config), -1 & 0x7FFFFFFF)
-
-  def jit_init(self):
-    """``jit(init, out_shardings=...)``: parameters are born sharded."""
-    init_fn = self.init_fn
-    return jax.jit(lambda k: nn.unbox(init_fn(k)), out_shardings=self.shardings)
-
-  def batch_shardings(self, batch):
-    return jax.tree.map(lambda x: parallel.batch_sharding(self.mesh, self.rules, np.ndim(x)),
-                        batch)
-
-  def jit_step(self, batch):
-    """The trainer's jitted step: explicit in/out shardings, donated state."""
-    return jax.jit(self.step_fn, in_shardings=(self.shardings, self.batch_shardings(batch)),
-                   out_shardings=(self.shardings, parallel.replicated(self.mesh)),
-                   donate_argnums=0)
-
-
-def build_program(config, mesh, perceptual=None) -> Program:
-  """Model, optimiser, abstract state, shardings and step of ``config`` on ``mesh``.
-
-  Mirrors the "Model and optimiser" and "Shapes and shardings" sections of
-  ``train_and_evaluate``; the step is ``trainer.make_train_step`` itself. Call the jitted
-  functions inside ``parallel.use_mesh(program.mesh, program.rules)``.
-  """
-  from lrm_jax.train import state as state_lib
-  from lrm_jax.train import trainer
-  rules = tuple(tuple(r) for r in config.logical_axis_rules)
-  module, model = state_lib.build_model(config)
-  tx = state_lib.make_optimizer(config)
-  init_rng = jax.random.fold_in(state_lib.root_key(config), -1 & 0x7FFFFFFF)
-  with parallel.use_mesh(mesh, rules):
-    abstract_boxed, init_fn = state_lib.abstract_train_state(model, tx, config, init_rng)
-    shardings = state_lib.state_shardings(abstract_boxed, mesh, rules)
-    abstract = state_lib.unboxed_abstract(abstract_boxed, shardings)
-  step_fn = trainer.make_train_step(model, module, config, tx, perceptual)
-  return Program(config, mesh, rules, model, module, tx, abstract_boxed, shardings, abstract,
-                 init_fn, step_fn, state_lib.count_params(abstract_boxed.params))
-
-
-def abstract_batch(config, mesh, rules, global_batch: int | None = None):
-  """ShapeDtypeStructs (sharded over the batch axes) of one global batch of ``config``:
-  the structure ``data.pipeline`` yields (see its module docstring)."""
-  d = config.data
-  b = d.batch_size if global_batch is None else global_batch
-  vi, vt = d.num_input_views, d.num_target_views
-  s, t = d.input_size, d.target_crop or d.target_size
-
-  def views(v, size):
-    out = {"images": (b, v, size, size, 3), "masks": (b, v, size, size, 1),
-           "depths": (b, v, size, size, 1), "c2w": (b, v, 4, 4), "intrinsics": (b, v, 4)}
-    return {k: jax.ShapeDtypeStruct(shape, jnp.float32) for k, shape in out.items()}
-
-  tree = {"inputs": views(vi, s), "targets": views(vt, t),
-          "scene_id": jax.ShapeDtypeStruct((b,), jnp.int32)}
-  parallel.check_batch_size(b, mesh, rules)
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                     sharding=parallel.batch_sharding(mesh, rules, x.ndim)),
-      tree)
 
 
 # ---- TPU topologies ---------------------------------------------------------------------------
@@ -215,11 +128,11 @@ def compile_train_step(config, devices, perceptual=None, log: Callable = print):
 
   Returns ``(program, compiled, seconds)``; nothing is allocated on the devices.
   """
+  from lrm_jax.train import setup
   mesh = parallel.make_mesh(config.mesh, devices)
-  program = build_program(config, mesh, perceptual)
-  rules = program.rules
-  with parallel.use_mesh(mesh, rules):
-    batch = abstract_batch(config, mesh, rules)
+  program = setup.build(config, mesh, perceptual)
+  with program.mesh_context():
+    batch = program.abstract_batch()
     t0 = time.perf_counter()
     # Pallas TPU lowering asks "the current device" for its chip; on a CPU host the
     # abstract mesh of the (TPU) mesh answers instead.
@@ -281,7 +194,7 @@ def parse_out_of_memory(message: str) -> dict:
 class DoesNotFit(RuntimeError):
   """The TPU compiler refused the step: it needs more HBM than a chip has."""
 
-  def __init__(self, message: str, program: Program):
+  def __init__(self, message: str, program):
     super().__init__(message)
     self.program = program
     parsed = parse_out_of_memory(message)

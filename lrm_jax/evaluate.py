@@ -23,11 +23,12 @@ def evaluate(workdir: str, split: str = "eval", overrides=()) -> dict:
   from lrm_jax.train import evaluation, inference, losses
   config = inference.load_run_config(workdir)
   config_loading.apply_overrides(config, overrides)
-  config, _, model, params, step, mesh, rules = inference.load_trained(workdir, config)
+  run = inference.load_trained(workdir, config)
   perceptual = losses.Perceptual.from_config(config)
-  ev = evaluation.Evaluator(config, model, mesh, rules, None, perceptual, split=split)
-  result = ev.run(params, step)
-  result.update(split=split, source=config.data.source, checkpoint_step=step)
+  ev = evaluation.Evaluator(config, run.model, run.program.mesh, run.program.rules, None,
+                            perceptual, split=split, spec=run.family.batch_spec(config))
+  result = ev.run(run.params, run.step)
+  result.update(split=split, source=config.data.source, checkpoint_step=run.step)
   evaluation.write_eval_json(workdir, result)
   return result
 

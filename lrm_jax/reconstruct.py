@@ -8,8 +8,8 @@
     spread over the folder's views; cameras are rescaled so they sit at the training radius;
   * ``mesh:FILE.obj``: the mesh rendered from the model's number of views around it (a quick
     way to try a model on any textured object, e.g. ``../shared/data/cow_mesh/cow.obj``);
-  * an image file, or a folder of images without cameras, for single-image families (LRM):
-    the source camera is canonicalised as OpenLRM does.
+  * an image file, or a folder of images without cameras, for families that take unposed
+    images (``Family.unposed_inputs``; LRM canonicalises the source camera as OpenLRM does).
 
 Writes ``OUT/gaussians.ply`` (Gaussian families; opens in common 3DGS viewers) or
 ``OUT/mesh.obj`` + ``OUT/mesh.glb`` (triplane families), ``OUT/turntable.mp4`` (or ``.gif``)
@@ -70,17 +70,20 @@ def inputs_from_mesh(path: str, config, up_axis: str) -> dict:
   return {"images": rgb, "masks": mask, "c2w": c2w, "intrinsics": k}
 
 
-def load_inputs(spec: str, config, up_axis: str = "y") -> dict:
-  """Input views ``{images [V, S, S, 3], masks, c2w, intrinsics}`` for ``spec``."""
+def load_inputs(spec: str, config, up_axis: str = "y", unposed_inputs=None) -> dict:
+  """Input views ``{images [V, S, S, 3], masks, c2w, intrinsics}`` for ``spec``.
+
+  ``unposed_inputs(path, config)``: the family's loader of images without cameras
+  (``Family.unposed_inputs``), if it has one.
+  """
   if spec.startswith("mesh:"):
     return inputs_from_mesh(spec[5:], config, up_axis)
   if os.path.isdir(spec):
     from lrm_jax.data.folder import is_scene_dir
     if is_scene_dir(spec):
       return inputs_from_folder(spec, config)
-  if os.path.exists(spec) and config.data.num_input_views == 1:
-    from lrm_jax.data import single_image
-    return single_image.load_input(spec, config)
+  if os.path.exists(spec) and unposed_inputs is not None:
+    return unposed_inputs(spec, config)
   if not os.path.exists(spec):
     raise FileNotFoundError(f"--input {spec!r} does not exist.")
   raise ValueError(f"--input {spec!r}: {config.family} takes {config.data.num_input_views} "
@@ -91,14 +94,15 @@ def load_inputs(spec: str, config, up_axis: str = "y") -> dict:
 def reconstruct(workdir: str, spec: str, out: str, frames: int = 48, resolution: int = 0,
                 up_axis: str = "y") -> dict:
   """Runs the model on the inputs and writes the outputs; returns their paths."""
+  from lrm_jax.io import export
   from lrm_jax.train import inference
-  config, module, model, params, step, _, _ = inference.load_trained(workdir)
-  inputs = load_inputs(spec, config, up_axis)
+  run = inference.load_trained(workdir)
+  config, model, params, fam = run.config, run.model, run.params, run.family
+  inputs = load_inputs(spec, config, up_axis, fam.unposed_inputs)
   batched = jax.tree.map(lambda x: jnp.asarray(x)[None], inputs)
   rep = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.reconstruct))(
       params, batched)
-  os.makedirs(out, exist_ok=True)
-  paths = module.export(rep, out, model=model, params=params, config=config)
+  paths = export.export(rep, out, fam.mesh_field(model, params, rep, config))
 
   res = resolution or config.data.input_size
   bg = jnp.asarray(config.data.background, jnp.float32)
@@ -118,7 +122,7 @@ def reconstruct(workdir: str, spec: str, out: str, frames: int = 48, resolution:
   novel_idx = np.linspace(0, frames, 4, endpoint=False).astype(int) + frames // 8
   rows = [list(inputs["images"]), list(again), list(turn_rgb[novel_idx % frames])]
   paths["views"] = image_io.save_png(os.path.join(out, "views.png"), image_io.grid(rows))
-  paths["checkpoint_step"] = int(step)
+  paths["checkpoint_step"] = run.step
   return paths
 
 

@@ -46,7 +46,7 @@ def _fingerprint(workdir: str) -> dict:
   from lrm_jax.train.inference import load_run_config, load_trained
   config = load_run_config(workdir)
   config.mesh.shape = (-1, 1, 1)  # read the checkpoint on whatever devices we have
-  params = jax.device_get(load_trained(workdir, config=config)[3])
+  params = jax.device_get(load_trained(workdir, config=config).params)
   digest = hashlib.sha256()
   for path, leaf in jax.tree_util.tree_leaves_with_path(params):
     digest.update(jax.tree_util.keystr(path).encode())

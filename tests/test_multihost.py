@@ -102,7 +102,7 @@ def _params(workdir):
   from lrm_jax.train.inference import load_run_config, load_trained
   config = load_run_config(str(workdir))
   config.mesh.shape = (-1, 1, 1)  # read on however many devices this process has
-  params = load_trained(str(workdir), config=config)[3]
+  params = load_trained(str(workdir), config=config).params
   return {jax.tree_util.keystr(k): np.asarray(v)
           for k, v in jax.tree_util.tree_leaves_with_path(jax.device_get(params))}
 

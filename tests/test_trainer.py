@@ -26,7 +26,7 @@ def micro(**overrides):
 
 
 def params_of(workdir, step=None):
-  return jax.device_get(load_trained(str(workdir), step=step)[3])
+  return jax.device_get(load_trained(str(workdir), step=step).params)
 
 
 def assert_trees_equal(a, b):

@@ -70,6 +70,7 @@ class ViewSampler:
   target_crop: int = 0
   fixed_views: bool = False
   fixed_inputs: bool = False
+  extra_fields: tuple = ()  # per-view fields of the examples taken as they are
 
   def __call__(self, example: dict, rng: np.random.Generator) -> dict:
     v = example["images"].shape[0]
@@ -93,7 +94,7 @@ class ViewSampler:
     inputs = self._views(example, in_idx, self.input_size, 0, rng)
     targets = self._views(example, tg_idx, self.target_size, self.target_crop, rng)
     return {"inputs": inputs, "targets": targets,
-            "scene_id": np.asarray(example["scene_id"], np.int64)}
+            "scene_id": np.asarray(example["scene_id"], np.int32)}
 
   def _views(self, ex, idx, size, crop, rng):
     h = ex["images"].shape[1]
@@ -110,13 +111,53 @@ class ViewSampler:
                              for a, t, l in zip(out[key], tops, lefts)])
       intr = cam.crop_intrinsics(intr, tops.astype(np.float32), lefts.astype(np.float32))
     out["intrinsics"] = intr.astype(np.float32)
+    for name in self.extra_fields:
+      if name not in ex:
+        raise ValueError(f"example {int(ex['scene_id'])} has no per-view field {name!r}, "
+                         f"which the model's batch_spec asks for (it has {sorted(ex)}).")
+      out[name] = np.asarray(ex[name])[idx]
     return out
 
 
-def sampler_from_config(data_config, fixed_views: bool = False) -> ViewSampler:
+# Per-view fields every batch has; a batch spec's other per-view fields are taken from the
+# source's examples as they are (the family's extras, e.g. an expression code per view).
+VIEW_FIELDS = ("images", "masks", "depths", "c2w", "intrinsics")
+
+
+def extra_view_fields(spec: dict | None) -> tuple:
+  """The per-view fields of a batch spec beyond :data:`VIEW_FIELDS`."""
+  if spec is None:
+    return ()
+  names = set(spec["inputs"]) | set(spec["targets"])
+  return tuple(sorted(names - set(VIEW_FIELDS)))
+
+
+def sampler_from_config(data_config, fixed_views: bool = False,
+                        extra_fields: tuple = ()) -> ViewSampler:
   d = data_config
   return ViewSampler(d.num_input_views, d.num_target_views, d.input_size, d.target_size,
-                     d.target_crop, fixed_views, bool(d.get("orbit_inputs", False)))
+                     d.target_crop, fixed_views, bool(d.get("orbit_inputs", False)),
+                     tuple(extra_fields))
+
+
+def check_batch(batch: dict, spec: dict) -> None:
+  """Raises ``DataError`` naming the field if a per-process ``batch`` does not have the
+  names, per-example shapes and dtypes of the (global) batch ``spec``."""
+  from lrm_jax.errors import DataError
+  flat_b = dict(jax.tree_util.tree_flatten_with_path(batch)[0])
+  flat_s = dict(jax.tree_util.tree_flatten_with_path(spec)[0])
+  name = jax.tree_util.keystr
+  missing = sorted(name(k) for k in set(flat_s) - set(flat_b))
+  extra = sorted(name(k) for k in set(flat_b) - set(flat_s))
+  if missing or extra:
+    raise DataError(f"the data pipeline's batch does not match the model's batch_spec: "
+                    f"missing {missing}, unexpected {extra}.")
+  for key, want in flat_s.items():
+    got = np.asarray(flat_b[key])
+    if got.shape[1:] != tuple(want.shape[1:]) or got.dtype != want.dtype:
+      raise DataError(f"batch field {name(key)}: the pipeline gives {got.dtype}"
+                      f"{list(got.shape)}, the model's batch_spec wants {want.dtype}"
+                      f"{list(want.shape)} (first axis: examples).")
 
 
 def per_process_batch_size(global_batch: int) -> int:
@@ -127,8 +168,10 @@ def per_process_batch_size(global_batch: int) -> int:
   return global_batch // n
 
 
-def make_dataset(config, split: str = "train", source=None) -> grain.MapDataset:
-  """The (infinite for train) per-process MapDataset of batches for ``config``."""
+def make_dataset(config, split: str = "train", source=None,
+                 spec: dict | None = None) -> grain.MapDataset:
+  """The (infinite for train) per-process MapDataset of batches for ``config``; ``spec``
+  (the family's batch spec) adds its extra per-view fields."""
   d = config.data
   if source is None:
     source = sources.make_source(d.source, d, split=split, seed=config.seed)
@@ -138,7 +181,7 @@ def make_dataset(config, split: str = "train", source=None) -> grain.MapDataset:
     ds = ds.shuffle(seed=config.seed)
   if train:
     ds = ds.repeat(None)
-  sampler = sampler_from_config(d, fixed_views=not train)
+  sampler = sampler_from_config(d, fixed_views=not train, extra_fields=extra_view_fields(spec))
   bs = per_process_batch_size(d.batch_size)
   pi, pc = jax.process_index(), jax.process_count()
   if train:
@@ -152,7 +195,7 @@ def make_dataset(config, split: str = "train", source=None) -> grain.MapDataset:
   return ds.batch(bs, drop_remainder=False)
 
 
-def make_iterator(config, split: str = "train", source=None):
+def make_iterator(config, split: str = "train", source=None, spec: dict | None = None):
   """A checkpointable iterator of per-process batches (worker processes if configured).
 
   ``data.prefetch`` batches are prepared ahead by as many background threads (0: each batch
@@ -164,7 +207,7 @@ def make_iterator(config, split: str = "train", source=None):
   if prefetch < 0:
     raise ValueError(f"data.prefetch must be >= 0, got {prefetch}.")
   read = grain.ReadOptions(num_threads=prefetch, prefetch_buffer_size=prefetch)
-  ds = make_dataset(config, split, source).to_iter_dataset(read)
+  ds = make_dataset(config, split, source, spec).to_iter_dataset(read)
   if config.data.num_workers > 0:
     from absl import flags
     if not flags.FLAGS.is_parsed():  # grain workers read absl flags (scripts, notebooks)

@@ -9,7 +9,6 @@ the ``N^3`` float32 densities are ever held in full (227 MB at ``N = 384``).
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any, Callable
 
@@ -17,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrm_jax.render import triplane as tp
+from lrm_jax.representations.field import MeshField
 
 Array = Any  # np.ndarray | jax.Array
 # point_fn(points [M, 3], *args) -> [M] densities or [M, 3] colours.
@@ -158,47 +157,40 @@ def write_glb(path: str, vertices: np.ndarray, faces: np.ndarray,
   return path
 
 
-def _triplane_density(points, planes, decoder_params, *, decoder_apply, aggregate):
-  return decoder_apply(decoder_params, tp.sample_triplane(planes, points, aggregate))[0]
+def field_mesh(field: MeshField, chunk: int = 1 << 16
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+  """Marching-cubes mesh of a density field, with the field's colours at the vertices.
 
+  If ``field.threshold`` is outside the grid's density range (an under-trained model), the
+  midpoint of the range is used instead. Vertices are returned in the world frame.
 
-def _triplane_color(points, planes, decoder_params, *, decoder_apply, aggregate):
-  return decoder_apply(decoder_params, tp.sample_triplane(planes, points, aggregate))[1]
-
-
-def triplane_mesh(planes: Array, decoder_apply: tp.DecoderApply, decoder_params: Any,
-                  resolution: int = 256, threshold: float = 10.0,
-                  aggregate: str = "concat", chunk: int = 1 << 16
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Marching-cubes mesh of a triplane NeRF with decoder vertex colours.
-
-  Args:
-    planes: ``[3, H, W, C]``; decoder_apply, decoder_params: the NeRF decoder.
-    resolution: grid samples per axis over ``[-1, 1]^3``.
-    threshold: density iso-level (the decoder's activated sigma).
   Returns:
-    ``vertices [V, 3]``, ``faces [F, 3]``, ``colors [V, 3]`` in [0, 1].
+    ``vertices [V, 3]``, ``faces [F, 3]``, ``colors [V, 3]`` in [0, 1], and the iso-level
+    used.
   """
-  kw = dict(decoder_apply=decoder_apply, aggregate=aggregate)
-  args = (jnp.asarray(planes), decoder_params)
-  grid = extract_density_grid(functools.partial(_triplane_density, **kw), resolution,
-                              chunk, args=args)
-  vertices, faces = marching_cubes(grid, threshold)
+  grid = extract_density_grid(field.density, field.resolution, chunk, bound=field.bound,
+                              args=field.args)
+  lo, hi = float(grid.min()), float(grid.max())
+  threshold = float(field.threshold)
+  if not lo < threshold < hi:
+    threshold = 0.5 * (lo + hi)
+  vertices, faces = marching_cubes(grid, threshold, bound=field.bound)
   del grid
-  colors = evaluate_points(functools.partial(_triplane_color, **kw), vertices, chunk, args)
-  return vertices, faces, np.clip(colors, 0.0, 1.0)
+  colors = np.clip(evaluate_points(field.color, vertices, chunk, field.args), 0.0, 1.0)
+  if field.world_to_field is not None:
+    m = np.asarray(field.world_to_field, np.float64)  # [R | t]: p_world = R^T (p - t)
+    vertices = ((vertices - m[:3, 3]) @ m[:3, :3]).astype(np.float32)
+  return vertices, faces, colors, threshold
 
 
-def export_mesh(planes: Array, decoder_apply: tp.DecoderApply, decoder_params: Any,
-                out_dir: str, resolution: int = 256, threshold: float = 10.0,
-                aggregate: str = "concat", name: str = "mesh") -> dict[str, Any]:
-  """Writes ``out_dir/{name}.obj`` and ``out_dir/{name}.glb`` for one triplane.
+def export_field_mesh(field: MeshField, out_dir: str, name: str = "mesh") -> dict[str, Any]:
+  """Writes ``out_dir/{name}.obj`` and ``out_dir/{name}.glb`` of :func:`field_mesh`.
 
-  Returns ``{"obj": path, "glb": path, "num_vertices": V, "num_faces": F}``.
+  Returns ``{"mesh_obj", "mesh_glb", "mesh_vertices", "mesh_faces", "mesh_threshold"}``.
   """
-  vertices, faces, colors = triplane_mesh(planes, decoder_apply, decoder_params, resolution,
-                                          threshold, aggregate)
+  vertices, faces, colors, threshold = field_mesh(field)
+  os.makedirs(out_dir, exist_ok=True)
   obj = write_obj(os.path.join(out_dir, f"{name}.obj"), vertices, faces, colors)
   glb = write_glb(os.path.join(out_dir, f"{name}.glb"), vertices, faces, colors)
-  return {"obj": obj, "glb": glb, "num_vertices": int(len(vertices)),
-          "num_faces": int(len(faces))}
+  return {"mesh_obj": obj, "mesh_glb": glb, "mesh_vertices": int(len(vertices)),
+          "mesh_faces": int(len(faces)), "mesh_threshold": threshold}

@@ -13,17 +13,14 @@ GRM has no public code; sizes follow the paper (REFERENCES.md) where it gives th
 
 from __future__ import annotations
 
-import os
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from lrm_jax import cameras as cam
 from lrm_jax import parallel
-from lrm_jax.io import ply
+from lrm_jax.models import family
 from lrm_jax.models import layers
 from lrm_jax.models.vit import PatchEmbed
 from lrm_jax.representations import gaussians as gs
@@ -130,10 +127,8 @@ class ViewPositions(nn.Module):
     return tokens + pos
 
 
-class Model(nn.Module):
+class Model(family.FamilyModel):
   """GRM. ``reconstruct(inputs) -> Gaussians``; ``render(gaussians, cameras) -> images``."""
-
-  config: ml_collections.ConfigDict
 
   def setup(self):
     c = self.config
@@ -231,7 +226,8 @@ class Model(nn.Module):
       return gaussians
     return gs.prune_topk_by_opacity(gaussians, max(1, int(round(keep * gaussians.num))))
 
-  def render(self, gaussians: gs.Gaussians, cameras: cam.Cameras, background) -> dict:
+  def render(self, gaussians: gs.Gaussians, cameras: cam.Cameras, background,
+             train: bool = False) -> dict:
     """Splats ``[B, N]`` Gaussians into cameras ``[B, V]``: rgb, depth, alpha, overflow.
 
     Memory settings (``config.model``; absent from configs saved before they existed):
@@ -252,15 +248,17 @@ class Model(nn.Module):
       options["capacity"] = per_gaussian * gaussians.num
     options["views_at_once"] = int(c.get("render_views_at_once", 0) or 0) or None
     options["remat"] = bool(c.get("render_remat", False))
+    del train  # splatting is deterministic
     return parallel.batch_map(
         lambda g, c, bg: splatting.rasterize(g, c, bg, backend=backend, **options),
         (gaussians, cameras),
         (jnp.zeros((3,), jnp.float32) if background is None else jnp.asarray(background),))
 
   def __call__(self, inputs: dict, cameras: cam.Cameras, background, train: bool = False):
-    """-> (rendered dict, all pixel-aligned Gaussians)."""
+    """-> (rendered dict, all pixel-aligned Gaussians); only the ``keep_fraction`` most
+    opaque are splatted."""
     g = self.reconstruct(inputs, train)
-    return self.render(self.splat_subset(g), cameras, background), g
+    return self.render(self.splat_subset(g), cameras, background, train), g
 
 
 def _logit(p):
@@ -360,27 +358,5 @@ def regularizers(representation, batch, config) -> dict:
   return {"input_depth": (weight, pixel_depth_loss(representation, batch["inputs"]))}
 
 
-def export(representation: gs.Gaussians, out_dir: str, model=None, params=None,
-           config=None, min_opacity: float = 0.005) -> dict:
-  """Writes the first scene's Gaussians as a standard 3DGS ``gaussians.ply``.
-
-  Nearly transparent Gaussians (opacity < ``min_opacity``, mostly background pixels) are
-  dropped; they change no rendered pixel by more than that opacity.
-  """
-  del model, params, config
-  scene = jax.tree.map(lambda x: np.asarray(jax.device_get(x))[0], representation)
-  kept = gs.prune_by_threshold(scene, min_opacity)
-  path = ply.save_ply(os.path.join(out_dir, "gaussians.ply"), kept)
-  return {"gaussians": path, "num_gaussians": int(kept.num)}
-
-
-def num_gaussians(image_size: int, views: int) -> int:
-  return views * image_size * image_size
-
-
-def describe(config) -> str:
-  c = config.model
-  n = num_gaussians(config.data.input_size, config.data.num_input_views)
-  return (f"GRM-{c.variant}: patch {c.patch}, {c.depth} x width {c.width}, upsampler "
-          f"{tuple(c.up_channels)}, {n:,} Gaussians per scene")
-
+FAMILY = family.Family(name="grm", model=Model, model_config=model_config,
+                       variants=tuple(VARIANTS), regularizers=regularizers)

@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 
 from lrm_jax import cameras as cam
+from lrm_jax.models import family
 from lrm_jax.models import layers
 from lrm_jax.models import vit
 from lrm_jax.render import triplane as tp
@@ -229,10 +230,8 @@ def _nerf_kwargs(c) -> dict:
               activation=c.get("nerf_activation", "relu"))
 
 
-class Model(nn.Module):
+class Model(family.FamilyModel):
   """LRM. ``reconstruct(inputs) -> {planes, world_to_canonical}``; ``render(rep, cameras)``."""
-
-  config: ml_collections.ConfigDict
 
   def setup(self):
     c = self.config
@@ -323,10 +322,6 @@ class Model(nn.Module):
                               representation["planes"], cams, self.render_config(), key,
                               jnp.asarray(background, jnp.float32))
 
-  def __call__(self, inputs: dict, cameras: cam.Cameras, background, train: bool = False):
-    rep = self.reconstruct(inputs, train)
-    return self.render(rep, cameras, background, train), rep
-
 
 # ----------------------------------------------------------------------------------------
 # Family interface: regularisers, export, description, pretrained weights.
@@ -349,54 +344,17 @@ def regularizers(representation, batch, config) -> dict:
   return {"tv": (weight, total_variation(representation["planes"]))}
 
 
-def _density(points, planes, variables, **decoder):
-  return nerf_decoder(**decoder).apply(variables, tp.sample_triplane(planes, points))[0]
-
-
-def _color(points, planes, variables, **decoder):
-  return nerf_decoder(**decoder).apply(variables, tp.sample_triplane(planes, points))[1]
-
-
-def export(representation, out_dir: str, model=None, params=None, config=None) -> dict:
-  """Marching-cubes mesh of the first scene: ``out_dir/mesh.obj`` + ``mesh.glb``.
-
-  The mesh is extracted in the canonical frame and mapped back to the input cameras' world
-  frame. If ``model.mesh_threshold`` is outside the density range of the grid (an
-  under-trained model), the midpoint of the range is used instead and reported.
-  """
-  from lrm_jax.io import mesh as mesh_io
+def mesh_field(model, params, representation, config) -> tp.MeshField:
+  """The first scene's triplane NeRF for a mesh export (``model.mesh_resolution`` grid over
+  the triplane box, iso-level ``model.mesh_threshold``), cut in the canonical frame and
+  mapped back to the input cameras' world frame."""
   del model
   c = config.model
-  planes = jnp.asarray(representation["planes"][0])  # [3, H, W, C]
-  m = np.asarray(representation["world_to_canonical"][0], np.float64)  # [4, 4]
-  variables = {"params": params["nerf"]}
-  kw = _nerf_kwargs(c)
-  args = (planes, variables)
-  grid = mesh_io.extract_density_grid(functools.partial(_density, **kw), c.mesh_resolution,
-                                      args=args, bound=c.box_radius)
-  lo, hi = float(grid.min()), float(grid.max())
-  threshold = float(c.mesh_threshold)
-  if not lo < threshold < hi:
-    threshold = 0.5 * (lo + hi)
-  vertices, faces = mesh_io.marching_cubes(grid, threshold, bound=c.box_radius)
-  del grid
-  colors = mesh_io.evaluate_points(functools.partial(_color, **kw), vertices, args=args)
-  # Canonical -> world: p_world = R^T (p_canonical - t) for M = [R | t].
-  world = ((vertices - m[:3, 3]) @ m[:3, :3]).astype(np.float32)
-  os.makedirs(out_dir, exist_ok=True)
-  obj = mesh_io.write_obj(os.path.join(out_dir, "mesh.obj"), world, faces, colors)
-  glb = mesh_io.write_glb(os.path.join(out_dir, "mesh.glb"), world, faces, colors)
-  return {"mesh_obj": obj, "mesh_glb": glb, "mesh_vertices": int(len(world)),
-          "mesh_faces": int(len(faces)), "mesh_threshold": threshold}
-
-
-def describe(config) -> str:
-  c = config.model
-  n = c.triplane_tokens
-  return (f"LRM-{c.variant}: encoder {c.encoder.name} ({c.encoder.depth} x {c.encoder.width}, "
-          f"patch {c.encoder.patch}) at {config.data.input_size}^2; decoder {c.depth} x "
-          f"width {c.width} over 3x{n}x{n} tokens -> planes 3x{2 * n}x{2 * n}x"
-          f"{c.triplane_channels}; {c.num_coarse}+{c.num_fine} samples per ray")
+  decoder = nerf_decoder(**_nerf_kwargs(c))
+  return tp.mesh_field(jnp.asarray(representation["planes"][0]), decoder.apply,
+                       {"params": params["nerf"]}, resolution=c.mesh_resolution,
+                       threshold=float(c.mesh_threshold), bound=c.box_radius,
+                       world_to_field=np.asarray(representation["world_to_canonical"][0]))
 
 
 def load_pretrained(params, config):
@@ -415,3 +373,16 @@ def load_pretrained(params, config):
   new["encoder"] = jax.tree.map(lambda old, w: jnp.asarray(w, old.dtype), params["encoder"],
                                 enc)
   return new
+
+
+def unposed_inputs(path: str, config) -> dict:
+  """One image without a camera (OpenLRM's preprocessing: alpha or an estimated mask,
+  recentred, canonical source camera)."""
+  from lrm_jax.data import single_image
+  return single_image.load_input(path, config)
+
+
+FAMILY = family.Family(name="lrm", model=Model, model_config=model_config,
+                       variants=tuple(VARIANTS), regularizers=regularizers,
+                       load_pretrained=load_pretrained, mesh_field=mesh_field,
+                       unposed_inputs=unposed_inputs)

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrm_jax.cameras import Cameras
+from lrm_jax.representations.field import MeshField
 
 Array = jax.Array
 # field_fn(points [R, S, 3], directions [R, 3]) -> (sigma [R, S], rgb [R, S, 3]).
@@ -172,6 +173,25 @@ def triplane_field(decoder_apply: DecoderApply, decoder_params: Any, planes: Arr
     return decoder_apply(decoder_params, sample_triplane(planes, points, aggregate))
 
   return field
+
+
+def _mesh_density(points, planes, decoder_params, *, decoder_apply, aggregate):
+  return decoder_apply(decoder_params, sample_triplane(planes, points, aggregate))[0]
+
+
+def _mesh_color(points, planes, decoder_params, *, decoder_apply, aggregate):
+  return decoder_apply(decoder_params, sample_triplane(planes, points, aggregate))[1]
+
+
+def mesh_field(planes: Array, decoder_apply: DecoderApply, decoder_params: Any, *,
+               resolution: int = 256, threshold: float = 10.0, bound: float = 1.0,
+               aggregate: str = "concat", world_to_field=None) -> MeshField:
+  """One triplane NeRF as a :class:`MeshField` (``planes [3, H, W, C]``, its decoder),
+  for :func:`lrm_jax.io.mesh.export_field_mesh`."""
+  kw = dict(decoder_apply=decoder_apply, aggregate=aggregate)
+  return MeshField(functools.partial(_mesh_density, **kw), functools.partial(_mesh_color, **kw),
+                   args=(jnp.asarray(planes), decoder_params), bound=bound,
+                   resolution=resolution, threshold=threshold, world_to_field=world_to_field)
 
 
 # ----------------------------------------------------------------------------------------

@@ -44,12 +44,13 @@ class Evaluator:
   """Renders the held-out (eval split) scenes' target views and scores them."""
 
   def __init__(self, config, model, mesh, rules, workdir: str | None, perceptual=None,
-               split: str = "eval", source=None):
+               split: str = "eval", source=None, spec: dict | None = None):
     self.config, self.model, self.mesh, self.rules = config, model, mesh, rules
     self.workdir = workdir
     self.perceptual = perceptual
     self.split = split
     self.source = source
+    self.spec = spec  # the family's batch spec (its extra per-view fields)
     self.last = None
     self._fn = None
     self._bg = jnp.asarray(config.data.background, jnp.float32)
@@ -82,7 +83,7 @@ class Evaluator:
     if n < bs:
       raise ValueError(f"evaluation needs at least data.batch_size={bs} held-out scenes; "
                        f"the {self.split} split has {n}.")
-    return pipeline.make_iterator(self.config, self.split, source=src)
+    return pipeline.make_iterator(self.config, self.split, source=src, spec=self.spec)
 
   def run(self, params, step: int) -> dict:
     """Scores every full batch of held-out scenes; writes a PNG grid of the first batch."""

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from typing import Any
 
-import flax.linen as nn
-import jax
 import ml_collections
 
-from lrm_jax import parallel
 from lrm_jax.train import checkpoint as ckpt_lib
-from lrm_jax.train import state as state_lib
+from lrm_jax.train import setup
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -34,22 +33,34 @@ def _tuplify(node):
   return node
 
 
-def load_trained(workdir: str, config=None, step: int | None = None):
-  """``(config, module, model, params, step)`` from the latest (or given) checkpoint."""
+@dataclasses.dataclass
+class Trained:
+  """A trained run, ready to apply: its config, program (family, model, mesh) and params."""
+
+  config: ml_collections.ConfigDict
+  program: setup.Program
+  params: Any
+  step: int
+
+  @property
+  def family(self):
+    return self.program.family
+
+  @property
+  def model(self):
+    return self.program.model
+
+
+def load_trained(workdir: str, config=None, step: int | None = None) -> Trained:
+  """The run's config (or ``config``) and the latest (or given) checkpoint's parameters,
+  placed with the shardings the trainer uses (:func:`lrm_jax.train.setup.build`)."""
   config = config or load_run_config(workdir)
-  mesh = parallel.make_mesh(config.mesh)
-  rules = tuple(tuple(r) for r in config.logical_axis_rules)
-  module, model = state_lib.build_model(config)
-  tx = state_lib.make_optimizer(config)
-  with mesh, nn.logical_axis_rules(rules):
-    abstract_boxed, _ = state_lib.abstract_train_state(model, tx, config, jax.random.key(0))
-    shardings = state_lib.state_shardings(abstract_boxed, mesh, rules)
-    abstract = state_lib.unboxed_abstract(abstract_boxed, shardings)
+  program = setup.build(config)
   ckpt = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir))
   step = ckpt.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"no checkpoint under {ckpt.directory}; train first with "
                             f"python -m lrm_jax.main --workdir={workdir}.")
-  params = ckpt.restore_params(abstract.params, step)
+  params = ckpt.restore_params(program.abstract.params, step)
   ckpt.close()
-  return config, module, model, params, step, mesh, rules
+  return Trained(config, program, params, int(step))

@@ -1,9 +1,8 @@
-"""Model, optimiser and train state, built the same way by train, evaluate, reconstruct
-and aot: eval_shape -> logical shardings -> ``jit(init, out_shardings=...)``."""
+"""Optimiser and train state: the schedule, AdamW with clipping, init, abstract shapes and
+shardings (assembled by :mod:`lrm_jax.train.setup`)."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import flax.linen as nn
@@ -13,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lrm_jax import cameras as cam
+from lrm_jax import parallel
+from lrm_jax.data import pipeline
 
 
 @flax.struct.dataclass
@@ -21,16 +21,6 @@ class TrainState:
   step: jax.Array  # [] int32
   params: Any
   opt_state: Any
-
-
-def model_module(config):
-  """The family module ``lrm_jax.models.<config.model_name>`` (exports ``Model``)."""
-  return importlib.import_module(f"lrm_jax.models.{config.model_name}")
-
-
-def build_model(config):
-  module = model_module(config)
-  return module, module.Model(config.model)
 
 
 def make_schedule(config) -> optax.Schedule:
@@ -80,38 +70,19 @@ def make_optimizer(config) -> optax.GradientTransformation:
                   mask=_decay_mask))
 
 
-def dummy_inputs(config, batch: int = 1) -> tuple[dict, cam.Cameras]:
-  """Input views and target cameras with the config's shapes (for init and AOT)."""
-  d = config.data
-  vi, vt = d.num_input_views, d.num_target_views
-  s = d.input_size
-  t = d.target_crop or d.target_size
-  c2w = cam.orbit_cameras(np.linspace(0, 360, vi + vt, endpoint=False),
-                          np.full(vi + vt, 20.0), 2.3).astype(np.float32)
-  k = cam.intrinsics_from_fov(np.deg2rad(50.0), s, s)
-  kt = cam.intrinsics_from_fov(np.deg2rad(50.0), t, t)
-  inputs = {
-      "images": np.full((batch, vi, s, s, 3), 0.5, np.float32),
-      "masks": np.ones((batch, vi, s, s, 1), np.float32),
-      "c2w": np.broadcast_to(c2w[:vi], (batch, vi, 4, 4)).copy(),
-      "intrinsics": np.broadcast_to(k, (batch, vi, 4)).copy(),
-  }
-  target_cams = cam.Cameras(np.broadcast_to(c2w[vi:], (batch, vt, 4, 4)).copy(),
-                            np.broadcast_to(kt, (batch, vt, 4)).copy(), t, t)
-  return inputs, target_cams
-
-
-def init_variables(model, config, rng):
-  """Boxed (logically partitioned) params of ``model`` for the config's shapes."""
-  inputs, cams = dummy_inputs(config)
+def init_variables(fam, model, config, rng):
+  """Boxed (logically partitioned) params of ``model`` for the config's batch shapes."""
+  batch = fam.dummy_batch(config)
+  cams = pipeline.batch_cameras(batch["targets"])
   bg = jnp.asarray(config.data.background, jnp.float32)
-  return model.init({"params": rng, "sample": rng}, inputs, cams, bg, train=False)["params"]
+  return model.init({"params": rng, "sample": rng}, batch["inputs"], cams, bg,
+                    train=False)["params"]
 
 
-def abstract_train_state(model, tx, config, rng):
+def abstract_train_state(fam, model, tx, config, rng):
   """``(boxed abstract TrainState, init_fn)``; no arrays are materialised."""
   def init_fn(key):
-    params = init_variables(model, config, key)
+    params = init_variables(fam, model, config, key)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
   return jax.eval_shape(init_fn, rng), init_fn
 
@@ -119,7 +90,6 @@ def abstract_train_state(model, tx, config, rng):
 def state_shardings(abstract_boxed, mesh, rules):
   """NamedShardings of the unboxed state from the logical axis names on its params
   (a dimension the rules cannot split evenly on ``mesh`` is replicated)."""
-  from lrm_jax import parallel  # pylint: disable=g-import-not-at-top
   return parallel.tree_shardings(abstract_boxed, mesh, rules)
 
 

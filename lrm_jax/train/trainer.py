@@ -1,8 +1,9 @@
 """``train_and_evaluate(config, workdir)``: the one training loop every family uses.
 
-Order (big_vision / MaxText): mesh -> data -> model and optimiser -> ``jax.eval_shape`` ->
-shardings from logical axis rules -> ``jit(init, out_shardings=...)`` -> restore -> a
-donated, jitted step -> loop with one-step-late metrics, periodic eval and checkpoints.
+Order (big_vision / MaxText): data -> the program (mesh, model and optimiser,
+``jax.eval_shape``, shardings from logical axis rules: :mod:`lrm_jax.train.setup`) ->
+``jit(init, out_shardings=...)`` -> restore -> a donated, jitted step -> loop with
+one-step-late metrics, periodic eval and checkpoints.
 """
 
 from __future__ import annotations
@@ -12,19 +13,14 @@ import math
 import os
 import time
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
 
 from lrm_jax import parallel
 from lrm_jax.data import pipeline
 from lrm_jax.train import checkpoint as ckpt_lib
 from lrm_jax.train import evaluation
 from lrm_jax.train import losses
-from lrm_jax.train import metrics as metrics_lib
-from lrm_jax.train import state as state_lib
+from lrm_jax.train import setup
 from lrm_jax.train.logger import MetricLogger
 
 
@@ -38,55 +34,9 @@ def _write_config(config, workdir):
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
-def make_train_step(model, module, config, tx, perceptual):
-  """The pure train step ``(state, batch) -> (state, metrics)`` (to be jitted)."""
-  bg = jnp.asarray(config.data.background, jnp.float32)
-  root = state_lib.root_key(config)
-
-  def train_step(state, batch):
-    key = jax.random.fold_in(root, state.step)
-    targets = batch["targets"]
-    cams = pipeline.batch_cameras(targets)
-
-    def loss_fn(params):
-      rendered, rep = model.apply({"params": params}, batch["inputs"], cams, bg, train=True,
-                                  rngs={"sample": key})
-      terms = losses.image_losses(rendered, targets, config.loss, perceptual)
-      total = terms.pop("total")
-      for name, (weight, value) in module.regularizers(rep, batch, config).items():
-        terms[name] = value
-        total = total + weight * value
-      if config.inject_nan_at_step >= 0:
-        total = total + jnp.where(state.step == config.inject_nan_at_step, jnp.nan, 0.0)
-      return total, (terms, rendered)
-
-    (loss, (terms, rendered)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-
-    def update(grads, state):
-      updates, opt_state = tx.update(grads, state.opt_state, state.params,
-                                     global_norm=grad_norm)
-      return state_lib.TrainState(step=state.step + 1, opt_state=opt_state,
-                                  params=optax.apply_updates(state.params, updates))
-
-    # A non-finite step leaves the state untouched, so nothing bad can reach a checkpoint.
-    # (A cond, not a select of every leaf: that select re-read and re-wrote parameters and
-    # both AdamW moments, 0.3 s of the base GRM's step on a 2-core CPU.)
-    new = jax.lax.cond(finite, update, lambda grads, state: state, grads, state)
-    out = dict(terms, loss=loss, grad_norm=grad_norm, finite=finite,
-               psnr=jnp.mean(metrics_lib.psnr(rendered["rgb"], targets["images"])),
-               lr=state_lib.make_schedule(config)(state.step))
-    if "overflow" in rendered:
-      out["overflow"] = jnp.sum(rendered["overflow"])
-    return new, out
-
-  return train_step
-
-
-def _restore(config, module, ckpt, abstract, init, rng, iterator):
+def _restore(config, fam, ckpt, abstract, init, rng, iterator):
   """Resume order: the workdir's checkpoint > config.resume > config.init_from > scratch
-  (scratch includes pretrained encoder weights when the family has ``load_pretrained``)."""
+  (scratch includes the family's pretrained weights, ``Family.load_pretrained``)."""
   if ckpt.latest_step() is not None:
     return ckpt.restore(abstract, iterator), f"workdir checkpoint step {ckpt.latest_step()}"
   if config.resume:
@@ -101,11 +51,11 @@ def _restore(config, module, ckpt, abstract, init, rng, iterator):
     other.close()
     state = state.replace(params=params)
     return state, f"parameters from {config.init_from}"
-  if hasattr(module, "load_pretrained") and config.model.get("encoder_weights", ""):
-    params = module.load_pretrained(state.params, config)
-    params = jax.tree.map(lambda p, a: jax.device_put(p, a.sharding), params, abstract.params)
-    return state.replace(params=params), f"scratch + encoder {config.model.encoder_weights}"
-  return state, "scratch"
+  params = fam.load_pretrained(state.params, config)
+  if params is state.params:
+    return state, "scratch"
+  params = jax.tree.map(lambda p, a: jax.device_put(p, a.sharding), params, abstract.params)
+  return state.replace(params=params), "scratch + pretrained weights"
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -116,47 +66,34 @@ def train_and_evaluate(config, workdir: str) -> dict:
   _write_config(config, workdir)
   is_main = jax.process_index() == 0
 
-  # ---- Mesh ------------------------------------------------------------------------------
-  mesh = parallel.make_mesh(config.mesh)
-  rules = tuple(tuple(r) for r in config.logical_axis_rules)
-
-  # ---- Data ------------------------------------------------------------------------------
-  train_iter = pipeline.make_iterator(config, "train")
-
-  # ---- Model and optimiser ---------------------------------------------------------------
-  module, model = state_lib.build_model(config)
-  tx = state_lib.make_optimizer(config)
+  # ---- Model, optimiser, shapes and shardings (one setup path: train/setup.py) ----------
   perceptual = losses.Perceptual.from_config(config)
-  rng = state_lib.root_key(config)
-  init_rng = jax.random.fold_in(rng, -1 & 0x7FFFFFFF)
+  program = setup.build(config, perceptual=perceptual)
+  mesh, rules, model = program.mesh, program.rules, program.model
+  n_params = program.n_params
 
-  with parallel.use_mesh(mesh, rules):
-    # ---- Shapes and shardings ------------------------------------------------------------
-    abstract_boxed, init_fn = state_lib.abstract_train_state(model, tx, config, init_rng)
-    shardings = state_lib.state_shardings(abstract_boxed, mesh, rules)
-    abstract = state_lib.unboxed_abstract(abstract_boxed, shardings)
-    init = jax.jit(lambda k: nn.unbox(init_fn(k)), out_shardings=shardings)
-    n_params = state_lib.count_params(abstract_boxed.params)
+  # ---- Data: the family's batch spec -----------------------------------------------------
+  spec = program.family.batch_spec(config)
+  train_iter = pipeline.make_iterator(config, "train", spec=spec)
+
+  with program.mesh_context():
+    init = program.jit_init()
 
     # ---- Restore -------------------------------------------------------------------------
     ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  keep=config.keep_checkpoints)
-    state, origin = _restore(config, module, ckpt, abstract, init, init_rng, train_iter)
+    state, origin = _restore(config, program.family, ckpt, program.abstract, init,
+                             program.init_rng(), train_iter)
     start_step = int(jax.device_get(state.step))
     if is_main:
       print(f"{config.family}-{config.variant}: {n_params:,} parameters; mesh "
             f"{dict(mesh.shape)}; start at step {start_step} ({origin}).")
-
-    # ---- Step ----------------------------------------------------------------------------
-    step_fn = make_train_step(model, module, config, tx, perceptual)
-    batch_shard = lambda tree: jax.tree.map(
-        lambda x: parallel.batch_sharding(mesh, rules, np.ndim(x)), tree)
     p_step = None
 
     # ---- Loop ----------------------------------------------------------------------------
     logger = MetricLogger(workdir, config, start_step, enabled=is_main)
     preempted = ckpt_lib.PreemptionFlag()
-    evaluator = evaluation.Evaluator(config, model, mesh, rules, workdir, perceptual)
+    evaluator = evaluation.Evaluator(config, model, mesh, rules, workdir, perceptual, spec=spec)
     pending = None
     step = start_step
     images_per_step = config.data.batch_size * (config.data.num_input_views +
@@ -166,16 +103,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
         local = next(train_iter)
         batch = parallel.to_global_batch(local, mesh, rules)
         if p_step is None:
-          p_step = parallel.jit(step_fn, in_shardings=(shardings, batch_shard(local)),
-                                out_shardings=(shardings, parallel.replicated(mesh)),
-                                donate_argnums=0)
+          pipeline.check_batch(local, spec)
+          p_step = program.jit_step(local)
         state, step_metrics = p_step(state, batch)
         step += 1
         # Metrics of the previous step are read now, while this step runs.
         if pending is not None:
           _check_and_log(logger, *pending, images_per_step)
-        pending = (pending_step := step, step_metrics)
-        del pending_step
+        pending = (step, step_metrics)
         last = step == config.total_steps
         stop_now = bool(preempted) or step == config.stop_at_step
         if step % config.eval_every == 0 or last:
