@@ -40,7 +40,6 @@ def _random_triplane(channels: int = 32, size: int = 64):
 
 def child(args) -> dict:
   """One extraction; returns timings, mesh size and peak RSS (GB) of this process."""
-  import jax.numpy as jnp
   import numpy as np
   from lrm_jax.io import mesh as mesh_io
   from lrm_jax.render import triplane as tp

@@ -48,7 +48,8 @@ def _worker(variant: str, devices: int, steps: int, repeats: int,
             overrides: tuple[str, ...] = ()) -> dict:
   import jax
   import numpy as np
-  from lrm_jax import aot, parallel
+  from lrm_jax import parallel
+  from lrm_jax.train import setup
   from lrm_jax.config_loading import load_config
   from lrm_jax.data import pipeline
 
@@ -57,9 +58,9 @@ def _worker(variant: str, devices: int, steps: int, repeats: int,
                        [f"data.batch_size={PER_DEVICE_BATCH[variant] * devices}",
                         "mesh.shape=(-1,1,1)", *overrides])
   mesh = parallel.make_mesh(config.mesh)
-  program = aot.build_program(config, mesh)  # no LPIPS weights: as a run without them
-  it = pipeline.make_iterator(config, "train")
-  with parallel.use_mesh(mesh, program.rules):
+  program = setup.build(config, mesh)  # no LPIPS weights: as a run without them
+  it = pipeline.make_iterator(config, "train", spec=program.family.batch_spec(config))
+  with program.mesh_context():
     state = program.jit_init()(program.init_rng())
     batch = parallel.to_global_batch(next(it), mesh, program.rules)
     t0 = time.perf_counter()

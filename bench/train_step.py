@@ -2,7 +2,7 @@
 
   python bench/train_step.py [--configs configs/grm.py:tiny configs/grm.py:base] [--steps 3]
 
-For each config: compile the trainer's real step (``trainer.make_train_step``) on one batch,
+For each config: compile the trainer's real step (``train.step.make_train_step``) on one batch,
 time it, and report step time, images/s and MFU = (FLOPs of the step) / (step time) / (the
 matmul peak measured in the same run, right before and after the timed steps (their mean),
 2048^3, in the precision of the model's matmuls:
@@ -24,7 +24,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -34,9 +33,11 @@ from lrm_jax import aot  # noqa: E402
 from lrm_jax import parallel  # noqa: E402
 from lrm_jax.config_loading import load_config  # noqa: E402
 from lrm_jax.data import pipeline  # noqa: E402
+from lrm_jax.models import family  # noqa: E402
 from lrm_jax.models import layers  # noqa: E402
+from lrm_jax.train import setup  # noqa: E402
 from lrm_jax.train import state as state_lib  # noqa: E402
-from lrm_jax.train import trainer  # noqa: E402
+from lrm_jax.train import step as step_lib  # noqa: E402
 
 
 def matmul_peak(dtype=jnp.float32, n: int = 2048, repeats: int = 5) -> float:
@@ -87,8 +88,8 @@ def model_flops_of_step(config, tx, state, batch) -> float:
   config = config.copy_and_resolve_references()
   config.model.remat_policy = "none"
   config.model.render_remat = False
-  module, model = state_lib.build_model(config)
-  fn = trainer.make_train_step(model, module, config, tx, None)
+  fam = family.get(config)
+  fn = step_lib.make_train_step(fam.build(config), fam, config, tx, None)
   with without_recomputation():
     return flops_of(jax.jit(fn).lower(state, batch).compile(), fn, state, batch)
 
@@ -96,17 +97,14 @@ def model_flops_of_step(config, tx, state, batch) -> float:
 def bench_config(spec: str, steps: int, batch: int, overrides=()):
   config = load_config(spec, [f"data.batch_size={batch}", "data.num_workers=0", *overrides])
   dtype = str(config.model.get("dtype", "float32"))
-  mesh = parallel.make_mesh(config.mesh)
-  rules = tuple(tuple(r) for r in config.logical_axis_rules)
-  module, model = state_lib.build_model(config)
-  tx = state_lib.make_optimizer(config)
-  local = next(pipeline.make_iterator(config))
-  with mesh, nn.logical_axis_rules(rules):
-    abstract_boxed, init_fn = state_lib.abstract_train_state(model, tx, config, jax.random.key(0))
-    shardings = state_lib.state_shardings(abstract_boxed, mesh, rules)
-    state = jax.jit(lambda k: nn.unbox(init_fn(k)), out_shardings=shardings)(jax.random.key(0))
+  program = setup.build(config)
+  mesh, rules, tx = program.mesh, program.rules, program.tx
+  local = next(pipeline.make_iterator(config, spec=program.family.batch_spec(config)))
+  with program.mesh_context():
+    abstract_boxed, model = program.abstract_boxed, program.model
+    state = program.jit_init()(jax.random.key(0))
     batch_arr = parallel.to_global_batch(local, mesh, rules)
-    step = jax.jit(trainer.make_train_step(model, module, config, tx, None), donate_argnums=0)
+    step = jax.jit(program.step_fn, donate_argnums=0)
     t0 = time.perf_counter()
     compiled = step.lower(state, batch_arr).compile()
     compile_s = time.perf_counter() - t0
@@ -156,7 +154,7 @@ def main():
   overrides = tuple(o for o in args.overrides.split(",") if o)
   rows = [bench_config(c, args.steps, args.batch, overrides) for c in args.configs]
   common.report(
-      "Train step (trainer.make_train_step)",
+      "Train step (train.step.make_train_step)",
       ["config", "params", "matmuls", "batch", "input", "peak GFLOP/s", "compile s",
        "step s", "images/s", "GFLOP/step", "MFU step", "model fwd+bwd s", "MFU model"], rows,
       notes="Peak: a 2048^3 matmul in the row's precision (float32; bfloat16 operands with "

@@ -33,11 +33,14 @@ GRM_SMALL_IMAGES = ["data.input_size=32", "data.render_size=32", "data.target_si
 
 def test_abstract_batch_matches_the_pipeline():
   from lrm_jax.data import pipeline
+  from lrm_jax.train import setup
   config = load_config("configs/grm.py:micro")
   mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
   rules = config.logical_axis_rules
-  real = parallel.to_global_batch(next(pipeline.make_iterator(config, "train")), mesh, rules)
-  abstract = aot.abstract_batch(config, mesh, rules)
+  program = setup.build(config, mesh)
+  local = next(pipeline.make_iterator(config, "train", spec=program.family.batch_spec(config)))
+  real = parallel.to_global_batch(local, mesh, rules)
+  abstract = program.abstract_batch()
   assert jax.tree.structure(real) == jax.tree.structure(abstract)
   for r, a in zip(jax.tree.leaves(real), jax.tree.leaves(abstract)):
     assert (r.shape, r.dtype) == (a.shape, a.dtype)

@@ -13,6 +13,7 @@ import pytest
 from lrm_jax import cameras as cam
 from lrm_jax.config_loading import load_config
 from lrm_jax.data import pipeline
+from lrm_jax.io import export
 from lrm_jax.models import layers
 from lrm_jax.models import lrm
 from lrm_jax.train import state as state_lib
@@ -26,11 +27,17 @@ def small_config(extra=()):
   return load_config("configs/lrm.py:tiny", SMALL + list(extra))
 
 
+def dummy_inputs(config, batch: int):
+  """The inputs and target cameras the family initialises with."""
+  b = lrm.FAMILY.dummy_batch(config, batch)
+  return b["inputs"], pipeline.batch_cameras(b["targets"])
+
+
 @pytest.fixture(scope="module")
 def tiny():
   config = small_config()
-  module, model = state_lib.build_model(config)
-  params = nn.unbox(jax.jit(lambda k: state_lib.init_variables(model, config, k))(
+  model = lrm.FAMILY.build(config)
+  params = nn.unbox(jax.jit(lambda k: state_lib.init_variables(lrm.FAMILY, model, config, k))(
       jax.random.key(0)))
   return config, model, params
 
@@ -88,7 +95,7 @@ def test_plane_upsample_is_conv_transpose():
 
 def test_forward_shapes_and_finite(tiny):
   config, model, params = tiny
-  inputs, cams = state_lib.dummy_inputs(config, batch=2)
+  inputs, cams = dummy_inputs(config, batch=2)
   bg = jnp.ones(3)
   rendered, rep = jax.jit(lambda p: model.apply({"params": p}, inputs, cams, bg))(params)
   n, ch = 2 * config.model.triplane_tokens, config.model.triplane_channels
@@ -110,7 +117,7 @@ def test_forward_shapes_and_finite(tiny):
 def test_renders_do_not_depend_on_the_world_frame(tiny):
   """Rotating the whole world (source and targets) changes nothing: the canonical frame."""
   config, model, params = tiny
-  inputs, cams = state_lib.dummy_inputs(config, batch=1)
+  inputs, cams = dummy_inputs(config, batch=1)
   rot = np.eye(4, dtype=np.float32)
   a = np.deg2rad(37.0)
   rot[:3, :3] = [[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]
@@ -153,8 +160,8 @@ def test_gradient_steps_reduce_the_loss_on_a_fixed_batch(tiny):
 def test_paper_variant_parameter_count():
   config = load_config("configs/lrm.py:paper")
   assert config.model.encoder.name == "dino_vitb16" and config.data.input_size == 512
-  _, model = state_lib.build_model(config)
-  abstract = jax.eval_shape(lambda k: state_lib.init_variables(model, config, k),
+  model = lrm.FAMILY.build(config)
+  abstract = jax.eval_shape(lambda k: state_lib.init_variables(lrm.FAMILY, model, config, k),
                             jax.random.key(0))
   n = state_lib.count_params(abstract)
   enc = state_lib.count_params(abstract["encoder"])
@@ -166,9 +173,9 @@ def test_paper_variant_parameter_count():
 
 def test_export_writes_a_mesh_in_the_world_frame(tiny, tmp_path):
   config, model, params = tiny
-  inputs, _ = state_lib.dummy_inputs(config, batch=1)
+  inputs, _ = dummy_inputs(config, batch=1)
   rep = jax.jit(lambda p: model.apply({"params": p}, inputs, method=model.reconstruct))(params)
-  paths = lrm.export(rep, str(tmp_path), model=model, params=params, config=config)
+  paths = export.export(rep, str(tmp_path), lrm.mesh_field(model, params, rep, config))
   assert os.path.getsize(paths["mesh_obj"]) > 0 and os.path.getsize(paths["mesh_glb"]) > 0
   assert paths["mesh_vertices"] > 0 and paths["mesh_faces"] > 0
   verts = np.asarray([[float(t) for t in line.split()[1:4]]
@@ -179,7 +186,7 @@ def test_export_writes_a_mesh_in_the_world_frame(tiny, tmp_path):
 
 def test_plane2_zy_transposes_only_the_third_plane(tiny):
   config, model, params = tiny
-  inputs, _ = state_lib.dummy_inputs(config, batch=1)
+  inputs, _ = dummy_inputs(config, batch=1)
   rec = lambda cfg: jax.jit(lambda p: lrm.Model(cfg.model).apply(
       {"params": p}, inputs, method=lrm.Model.reconstruct)["planes"])(params)
   a, b = rec(config), rec(small_config(["model.plane2_zy=True"]))
@@ -336,7 +343,7 @@ def test_openlrm_state_dict_converts_to_the_model(tiny):
   dino.check_against(converted, params, "lrm")
   np.testing.assert_allclose(converted["upsampler"]["kernel_dabc"][3, 1, 0],
                              state["upsampler.weight"][3, :, 1, 0])
-  inputs, cams = state_lib.dummy_inputs(cfg, batch=1)
+  inputs, cams = dummy_inputs(cfg, batch=1)
   out, _ = jax.jit(lambda p: lrm.Model(cfg.model).apply({"params": p}, inputs, cams,
                                                         jnp.ones(3)))(converted)
   assert np.all(np.isfinite(np.asarray(out["rgb"])))

@@ -76,20 +76,27 @@ def test_export_mesh_of_a_triplane(tmp_path):
   planes[0, ..., 0] = 1.0 - (u**2 + v**2)  # xy
   planes[1, ..., 0] = 0.5 - v**2  # xz (v = z)
   planes[1, ..., 1] = 0.8  # red everywhere
-  out = mesh_io.export_mesh(jnp.asarray(planes), decoder_apply, {}, str(tmp_path),
-                            resolution=24, threshold=1.0, aggregate="sum")
-  assert out["num_vertices"] > 0
-  loaded = trimesh.load(out["obj"], force="mesh", process=False)
-  assert len(loaded.vertices) == out["num_vertices"]
+  field = tp.mesh_field(jnp.asarray(planes), decoder_apply, {}, resolution=24,
+                        threshold=1.0, aggregate="sum")
+  out = mesh_io.export_field_mesh(field, str(tmp_path))
+  assert out["mesh_vertices"] > 0 and out["mesh_threshold"] == 1.0
+  loaded = trimesh.load(out["mesh_obj"], force="mesh", process=False)
+  assert len(loaded.vertices) == out["mesh_vertices"]
   np.testing.assert_allclose(loaded.visual.vertex_colors[:, 0] / 255.0, 0.8, atol=0.01)
-  assert trimesh.load(out["glb"], force="mesh", process=False).vertices.shape[0] == \
-      out["num_vertices"]
+  assert trimesh.load(out["mesh_glb"], force="mesh", process=False).vertices.shape[0] == \
+      out["mesh_vertices"]
   # With the real decoder the whole path runs (threshold picked inside the range).
   decoder = tp.TriplaneDecoder(hidden=16)
   params = decoder.init(jax.random.key(0), jnp.zeros((1, 12)))
   grid = mesh_io.extract_density_grid(
       lambda p, pl, pr: decoder.apply(pr, tp.sample_triplane(pl, p))[0], 16,
       args=(jnp.asarray(planes), params))
-  v, f, c = mesh_io.triplane_mesh(jnp.asarray(planes), decoder.apply, params, 16,
-                                  float(np.median(grid)))
+  v, f, c, level = mesh_io.field_mesh(tp.mesh_field(
+      jnp.asarray(planes), decoder.apply, params, resolution=16,
+      threshold=float(np.median(grid))))
   assert len(v) > 0 and c.shape == v.shape and np.all((c >= 0) & (c <= 1))
+  assert level == float(np.median(grid))
+  # A threshold outside the field's range (an untrained model) falls back to the midpoint.
+  _, _, _, level = mesh_io.field_mesh(tp.mesh_field(
+      jnp.asarray(planes), decoder.apply, params, resolution=16, threshold=1e9))
+  np.testing.assert_allclose(level, 0.5 * (grid.min() + grid.max()), rtol=1e-6)

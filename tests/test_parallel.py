@@ -103,13 +103,15 @@ def test_every_param_of_every_config_gets_a_valid_spec():
   import jax
   from lrm_jax.config_loading import load_config
   from lrm_jax.parallel import tree_specs
+  from lrm_jax.models import family
   from lrm_jax.train import state as state_lib
   mesh = _FakeMesh(data=16, fsdp=16, tensor=1)
   for spec in _config_specs(("micro", "tiny", "base", "paper")):
     config = load_config(spec)
-    module, model = state_lib.build_model(config)
+    fam = family.get(config)
     tx = state_lib.make_optimizer(config)
-    boxed, _ = state_lib.abstract_train_state(model, tx, config, jax.random.key(0))
+    boxed, _ = state_lib.abstract_train_state(fam, fam.build(config), tx, config,
+                                              jax.random.key(0))
     specs = tree_specs(boxed, config.logical_axis_rules, mesh)
     leaves = jax.tree.leaves(jax.tree.map(lambda x: x.value if hasattr(x, "names") else x,
                                           boxed, is_leaf=lambda x: hasattr(x, "names")))
@@ -222,9 +224,10 @@ def _worker(family: str) -> None:
   import time
   import jax
   from jax.sharding import PartitionSpec as P
-  from lrm_jax import aot, parallel
+  from lrm_jax import parallel
   from lrm_jax.config_loading import load_config
   from lrm_jax.data import pipeline
+  from lrm_jax.train import setup
 
   spec, overrides, _ = FAMILIES[family]
   config = load_config(spec, COMMON + overrides)
@@ -236,8 +239,8 @@ def _worker(family: str) -> None:
     t0, c0 = time.time(), time.process_time()
     config.mesh.shape = shape
     mesh = parallel.make_mesh(config.mesh, devices[:int(np.prod(shape))])
-    program = aot.build_program(config, mesh)
-    with parallel.use_mesh(mesh, program.rules):
+    program = setup.build(config, mesh)
+    with program.mesh_context():
       init = lambda: program.jit_init()(program.init_rng())
       if initial is None:  # the trainer's init (jit with out_shardings) on one device
         state = init()
