@@ -14,9 +14,14 @@ from absl import app, flags, logging
 
 from lrm_jax import config_loading
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "training workdir (config.json + checkpoints)")
-_SPLIT = flags.DEFINE_enum("split", "eval", ["eval", "test"], "held-out split to score")
-flags.mark_flag_as_required("workdir")
+
+
+def _define_flags():
+  """Command-line flags (defined only when run as a command, so the module imports
+  anywhere)."""
+  flags.DEFINE_string("workdir", None, "training workdir (config.json + checkpoints)")
+  flags.DEFINE_enum("split", "eval", ["eval", "test"], "held-out split to score")
+  flags.mark_flag_as_required("workdir")
 
 
 def evaluate(workdir: str, split: str = "eval", overrides=()) -> dict:
@@ -37,7 +42,8 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   overrides = config_loading.config_overrides()
-  r = evaluate(_WORKDIR.value, _SPLIT.value, overrides)
+  workdir = flags.FLAGS.workdir
+  r = evaluate(workdir, flags.FLAGS.split, overrides)
   rows = [("PSNR (dB)", f"{r['psnr']:.2f}"), ("SSIM", f"{r['ssim']:.4f}"),
           ("LPIPS", "n/a (no weights)" if r["lpips"] is None else f"{r['lpips']:.4f}"),
           ("baseline PSNR", f"{r['baseline_psnr']:.2f}"),
@@ -48,8 +54,9 @@ def main(argv):
   print(f"{'metric':<{w}} | value\n{'-' * w}-|------")
   for k, v in rows:
     print(f"{k:<{w}} | {v}")
-  print(f"wrote {os.path.join(_WORKDIR.value, 'eval.json')}")
+  print(f"wrote {os.path.join(workdir, 'eval.json')}")
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main, flags_parser=config_loading.flags_parser)

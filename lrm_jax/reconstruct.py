@@ -29,13 +29,18 @@ from lrm_jax import cameras as cam
 from lrm_jax.io import images as image_io
 from lrm_jax.io import video
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "training workdir (config.json + checkpoints)")
-_INPUT = flags.DEFINE_string("input", None, "folder with cameras, mesh:FILE.obj, or an image")
-_OUT = flags.DEFINE_string("out", None, "output folder")
-_FRAMES = flags.DEFINE_integer("frames", 48, "turntable frames")
-_RES = flags.DEFINE_integer("resolution", 0, "render resolution (0: the model's input size)")
-_UP = flags.DEFINE_string("up_axis", "y", "up axis of a mesh: input (x, y, z, -y, ...)")
-flags.mark_flags_as_required(["workdir", "input", "out"])
+
+
+def _define_flags():
+  """Command-line flags (defined only when run as a command, so the module imports
+  anywhere)."""
+  flags.DEFINE_string("workdir", None, "training workdir (config.json + checkpoints)")
+  flags.DEFINE_string("input", None, "folder with cameras, mesh:FILE.obj, or an image")
+  flags.DEFINE_string("out", None, "output folder")
+  flags.DEFINE_integer("frames", 48, "turntable frames")
+  flags.DEFINE_integer("resolution", 0, "render resolution (0: the model's input size)")
+  flags.DEFINE_string("up_axis", "y", "up axis of a mesh: input (x, y, z, -y, ...)")
+  flags.mark_flags_as_required(["workdir", "input", "out"])
 
 CAMERA_RADIUS = 2.3
 FOV_DEG = 50.0
@@ -129,11 +134,12 @@ def reconstruct(workdir: str, spec: str, out: str, frames: int = 48, resolution:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  paths = reconstruct(_WORKDIR.value, _INPUT.value, _OUT.value, _FRAMES.value, _RES.value,
-                      _UP.value)
+  f = flags.FLAGS
+  paths = reconstruct(f.workdir, f.input, f.out, f.frames, f.resolution, f.up_axis)
   for k, v in paths.items():
     print(f"{k}: {v}")
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
