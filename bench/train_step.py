@@ -17,7 +17,7 @@ forward+backward, no rendering) to separate the two costs.
 """
 
 import argparse
-import contextlib
+import functools
 import os
 import sys
 import time
@@ -34,7 +34,6 @@ from lrm_jax import parallel  # noqa: E402
 from lrm_jax.config_loading import load_config  # noqa: E402
 from lrm_jax.data import pipeline  # noqa: E402
 from lrm_jax.models import family  # noqa: E402
-from lrm_jax.models import layers  # noqa: E402
 from lrm_jax.train import setup  # noqa: E402
 from lrm_jax.train import state as state_lib  # noqa: E402
 from lrm_jax.train import step as step_lib  # noqa: E402
@@ -68,30 +67,27 @@ def flops_of(compiled, fn=None, *args) -> float:
   return xla + aot.jaxpr_flops(jaxpr) - aot.jaxpr_flops(jaxpr, scan_length=False)
 
 
-@contextlib.contextmanager
-def without_recomputation():
-  """While tracing inside: window blocks without groups (no rematerialisation) and
-  attention computed plainly (the blockwise backward recomputes the scores)."""
-  saved = layers.WINDOW_GROUP_MIN_TOKENS, layers.FLASH_ATTENTION
-  layers.WINDOW_GROUP_MIN_TOKENS, layers.FLASH_ATTENTION = 2**62, False
-  try:
-    yield
-  finally:
-    layers.WINDOW_GROUP_MIN_TOKENS, layers.FLASH_ATTENTION = saved
+def without_recomputation(config):
+  """A copy of ``config`` whose model recomputes nothing: no rematerialisation
+  (``model.remat_policy``, ``model.render_remat``, window groups) and plain attention (the
+  blockwise backward recomputes the scores). Same parameters, same function."""
+  config = config.copy_and_resolve_references()
+  config.model.remat_policy = "none"
+  config.model.render_remat = False
+  config.model.attention = "plain"
+  if "window_group_min_tokens" in config.model:
+    config.model.window_group_min_tokens = 2**62
+  return config
 
 
 def model_flops_of_step(config, tx, state, batch) -> float:
   """FLOPs of the train step as the model defines them: the step compiled without
-  rematerialisation (``layers.WindowBlock`` groups, ``model.remat_policy``,
-  ``model.render_remat``) and with plain attention (no recomputed scores), so recomputed
-  forward passes do not count as useful work."""
-  config = config.copy_and_resolve_references()
-  config.model.remat_policy = "none"
-  config.model.render_remat = False
+  recomputation (:func:`without_recomputation`), so recomputed forward passes do not count
+  as useful work."""
+  config = without_recomputation(config)
   fam = family.get(config)
   fn = step_lib.make_train_step(fam.build(config), fam, config, tx, None)
-  with without_recomputation():
-    return flops_of(jax.jit(fn).lower(state, batch).compile(), fn, state, batch)
+  return flops_of(jax.jit(fn).lower(state, batch).compile(), fn, state, batch)
 
 
 def bench_config(spec: str, steps: int, batch: int, overrides=()):
@@ -123,15 +119,17 @@ def bench_config(spec: str, steps: int, batch: int, overrides=()):
     peak = 0.5 * (peak_before + matmul_peak(jnp.dtype(dtype)))
     step_flops = model_flops_of_step(config, tx, state, batch_arr)  # after timing
 
-    def model_loss(p):
+    def model_loss(p, model=model):
       g = model.apply({"params": p}, batch_arr["inputs"], method=model.reconstruct)
       return sum(jnp.mean(x) for x in jax.tree.leaves(g))
     mgrad = jax.jit(jax.grad(model_loss)).lower(state.params).compile()
     jax.block_until_ready(mgrad(state.params))
     model_s = float(np.median([_time(mgrad, state.params) for _ in range(steps)]))
-    with without_recomputation():  # FLOPs without recomputation, after timing (as above)
-      model_flops = flops_of(jax.jit(jax.grad(model_loss)).lower(state.params).compile(),
-                             jax.grad(model_loss), state.params)
+    # FLOPs without recomputation, after timing (as above).
+    plain = functools.partial(model_loss, model=program.family.build(
+        without_recomputation(config)))
+    model_flops = flops_of(jax.jit(jax.grad(plain)).lower(state.params).compile(),
+                           jax.grad(plain), state.params)
   d = config.data
   images = d.batch_size * (d.num_input_views + d.num_target_views)
   n_params = state_lib.count_params(abstract_boxed.params)

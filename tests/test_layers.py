@@ -119,13 +119,12 @@ def test_plain_attention_switch_matches_the_blockwise_path():
   cot = jax.random.normal(kc, q.shape)
   loss = lambda *a: jnp.sum(layers.scaled_dot_product_attention(*a) * cot)
   flash = jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v)
-  saved = layers.FLASH_ATTENTION
-  layers.FLASH_ATTENTION = False
-  try:
-    assert _custom_vjp_calls(layers.scaled_dot_product_attention, q, k, v) == 0
-    plain = jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v)
-  finally:
-    layers.FLASH_ATTENTION = saved
+  plain_attend = lambda *a: layers.scaled_dot_product_attention(*a, impl="plain")
+  assert _custom_vjp_calls(plain_attend, q, k, v) == 0
+  plain = jax.value_and_grad(lambda *a: jnp.sum(plain_attend(*a) * cot),
+                             argnums=(0, 1, 2))(q, k, v)
+  with pytest.raises(ValueError, match="impl"):
+    layers.scaled_dot_product_attention(q, k, v, impl="fast")
   for a, b in zip(jax.tree.leaves(flash), jax.tree.leaves(plain)):
     np.testing.assert_allclose(a, b, atol=3e-5, rtol=1e-5)
 
@@ -175,17 +174,15 @@ def test_dense_einsum_float32_and_narrow_products_are_plain_einsums():
     layers.dense_einsum("dt,dm->tm", x.T, jnp.ones((256, 128)), jnp.bfloat16)
 
 
-def test_window_block_in_groups_is_the_same_block(monkeypatch):
+def test_window_block_in_groups_is_the_same_block():
   x = jax.random.normal(jax.random.key(8), (2, 2, 16, 16, 8))  # 2 scenes
-  block = layers.WindowBlock(num_heads=2, window=4)
+  block = layers.WindowBlock(num_heads=2, window=4, group_min_tokens=10**9)
   loss = lambda p, x: jnp.sum(jnp.sin(block.apply(p, x)))
-  monkeypatch.setattr(layers, "WINDOW_GROUP_MIN_TOKENS", 10**9)
   params = block.init(jax.random.key(9), x)
   whole = block.apply(params, x)
   g_whole = jax.grad(loss, argnums=(0, 1))(params, x)
   # 512 tokens per scene in 32-token windows: groups of 4 windows, a scan over 4 groups.
-  monkeypatch.setattr(layers, "WINDOW_GROUP_MIN_TOKENS", 512)
-  monkeypatch.setattr(layers, "WINDOW_GROUP_TOKENS", 128)
+  block = layers.WindowBlock(num_heads=2, window=4, group_min_tokens=512, group_tokens=128)
   assert "scan" in str(jax.make_jaxpr(lambda p, x: block.apply(p, x))(params, x))
   grouped_params = block.init(jax.random.key(9), x)  # same tree, same initial values
   assert jax.tree.structure(grouped_params) == jax.tree.structure(params)

@@ -59,6 +59,11 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   c.remat_policy = "none"
   c.scan = True
   c.dtype = "float32"
+  c.attention = "auto"  # layers.Attention.impl: "auto" (blockwise where it pays) or "plain"
+  # Upsampler stages of at least this many tokens per scene run their windows in groups of
+  # about window_group_tokens tokens, each recomputed in the backward (layers.WindowBlock).
+  c.window_group_min_tokens = 65536
+  c.window_group_tokens = 4096
   # Bounded activations (GRM): depth along the ray in [near, far], scale in world units.
   c.near = 0.5
   c.far = 4.5
@@ -138,8 +143,10 @@ class Model(family.FamilyModel):
     dtype = jnp.dtype(c.dtype)
     self.tokenizer = PatchEmbed(c.patch, c.width)
     self.view_positions = ViewPositions()
+    # Configs saved before these knobs existed lack them: their defaults.
+    attention = c.get("attention", "auto")
     self.transformer = layers.Transformer(c.depth, c.num_heads, c.mlp_ratio, c.remat_policy,
-                                          c.scan, dtype)
+                                          c.scan, dtype, attention)
     self.up_proj = [nn.Dense(4 * ch, kernel_init=nn.with_logical_partitioning(
         layers.dense_init(), ("embed", "mlp")), name=f"up_proj_{i}")
                     for i, ch in enumerate(c.up_channels)]
@@ -147,7 +154,9 @@ class Model(family.FamilyModel):
     # blocks with the transformer's policy.
     window_block = layers.WindowBlock if c.remat_policy == "none" else nn.remat(
         layers.WindowBlock, policy=layers.REMAT_POLICIES[c.remat_policy])
-    self.up_blocks = [[window_block(h, c.window, c.mlp_ratio, dtype,
+    groups = dict(group_min_tokens=c.get("window_group_min_tokens", 65536),
+                  group_tokens=c.get("window_group_tokens", 4096))
+    self.up_blocks = [[window_block(h, c.window, c.mlp_ratio, dtype, attention, **groups,
                                     name=f"up_block_{i}_{j}")
                        for j in range(c.up_blocks)]
                       for i, h in enumerate(c.up_heads)]

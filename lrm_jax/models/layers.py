@@ -151,10 +151,14 @@ class Mlp(nn.Module):
 
 
 class Attention(nn.Module):
-  """Multi-head attention ``[B, Tq, D] x [B, Tk, D] -> [B, Tq, D]`` (self when kv is None)."""
+  """Multi-head attention ``[B, Tq, D] x [B, Tk, D] -> [B, Tq, D]`` (self when kv is None).
+
+  ``impl``: ``"auto"`` or ``"plain"`` (see :func:`scaled_dot_product_attention`).
+  """
 
   num_heads: int
   dtype: Dtype = jnp.float32
+  impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, kv: jax.Array | None = None) -> jax.Array:
@@ -178,33 +182,40 @@ class Attention(nn.Module):
     k = dense_einsum("bsd,dnh->bsnh", kv, k_w, dt) + k_b
     v = dense_einsum("bsd,dnh->bsnh", kv, v_w, dt) + v_b
     q = constrain(q, ("batch", "tokens", "heads", "kv"))
-    out = scaled_dot_product_attention(q.astype(dt), k.astype(dt), v.astype(dt))  # [B, T, N, H]
+    out = scaled_dot_product_attention(q.astype(dt), k.astype(dt), v.astype(dt),
+                                       self.impl)  # [B, T, N, H]
     return dense_einsum("btnh,nhd->btd", out, o_w, dt) + o_b
 
 
-def scaled_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+ATTENTION_IMPLS = ("auto", "plain")
+
+
+def scaled_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                                 impl: str = "auto") -> jax.Array:
   """Softmax attention: ``q [B, T, N, H]``, ``k, v [B, S, N, H]`` -> ``[B, T, N, H]``.
 
   What ``jax.nn.dot_product_attention`` computes (to ~1e-5; scores and softmax in float32
   for bfloat16 inputs, as it does), written so that XLA:CPU runs it well: batch and heads
   merged into one batch dimension of plain batched products, and the exponentials
   normalised after the ``weights @ v`` product (one pass less over the ``[B * N, T, S]``
-  scores). Forward + backward on a 2-core CPU: the GRM upsampler's windows
-  ``[1024, 256, 1, 32]`` 0.90 -> 0.46 s, a ViT-B layer's ``[1, 1024, 12, 64]`` 0.24 -> 0.12 s.
-  float32 inputs and long sequences (``T >= FLASH_MIN_TOKENS``, also bfloat16: XLA:CPU's
-  bfloat16 batched products are slower here) go through :func:`_flash_attention` in
-  float32: blocks of ``FLASH_BLOCK`` queries for long sequences, so the whole score matrix
-  never exists (that ViT-B layer: 0.066 s), and one block for short ones, for its backward
-  (the GRM upsampler's last stage, 256-token windows x 32 channels: 0.78 -> 0.69 s).
-  ``FLASH_ATTENTION = False`` computes every case the plain way (the scores whole, no
-  recomputation in the backward): ``bench/train_step.py`` counts FLOPs that way.
+  scores).
+
+  ``impl="auto"``: float32 inputs and long sequences (``T >= FLASH_MIN_TOKENS``, also
+  bfloat16: XLA:CPU's bfloat16 batched products are slower) go through
+  :func:`_flash_attention` in float32: blocks of ``FLASH_BLOCK`` queries for long
+  sequences, so the whole score matrix never exists, and one block for short ones, for its
+  cheaper backward. ``impl="plain"`` computes every case the plain way (the scores whole,
+  no recomputation in the backward): ``bench/train_step.py`` counts FLOPs that way
+  (``model.attention=plain``). Figures: bench/RESULTS.md.
   """
+  if impl not in ATTENTION_IMPLS:
+    raise ValueError(f"attention impl must be one of {ATTENTION_IMPLS}, got {impl!r}.")
   b, t, n, h = q.shape
   # [B, T, N, H] -> [B * N, T, H]: one batch dimension for the products.
   flat = lambda x: jnp.swapaxes(x, 1, 2).reshape(b * n, x.shape[1], h)
   q = q * (h ** -0.5)
   long = t >= FLASH_MIN_TOKENS and t % FLASH_BLOCK == 0
-  if FLASH_ATTENTION and (long or q.dtype == jnp.float32):
+  if impl == "auto" and (long or q.dtype == jnp.float32):
     f32 = lambda x: flat(x).astype(jnp.float32)
     out = _flash_attention(f32(q), f32(k), f32(v), FLASH_BLOCK if long else t)
     out = out.astype(v.dtype)
@@ -219,11 +230,10 @@ def scaled_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> ja
 
 
 # Attention over at least this many queries runs blockwise (_flash_attention), in
-# blocks of FLASH_BLOCK queries (128 measured best on a 2-core CPU: 64 / 128 / 256 ->
-# 110 / 65 / 76 ms for a ViT-B layer's attention core, forward + backward).
+# blocks of FLASH_BLOCK queries (the block size measured best on a 2-core CPU among 64,
+# 128 and 256: bench/RESULTS.md).
 FLASH_MIN_TOKENS = 1024
 FLASH_BLOCK = 128
-FLASH_ATTENTION = True
 
 
 def _query_blocks(x: jax.Array, block: int) -> jax.Array:
@@ -308,11 +318,13 @@ class TransformerBlock(nn.Module):
   num_heads: int
   mlp_ratio: float = 4.0
   dtype: Dtype = jnp.float32
+  attention: str = "auto"  # Attention.impl
 
   @nn.compact
   def __call__(self, x: jax.Array, _=None):
     x = constrain(x, ("batch", "tokens", "embed"))
-    x = x + Attention(self.num_heads, self.dtype, name="attn")(LayerNorm(name="ln1")(x))
+    x = x + Attention(self.num_heads, self.dtype, self.attention, name="attn")(
+        LayerNorm(name="ln1")(x))
     x = x + Mlp(int(x.shape[-1] * self.mlp_ratio), self.dtype, name="mlp")(
         LayerNorm(name="ln2")(x))
     return x.astype(jnp.float32) if self.dtype != jnp.float32 else x, None
@@ -327,19 +339,21 @@ class Transformer(nn.Module):
   remat_policy: str = "none"
   scan: bool = True
   dtype: Dtype = jnp.float32
+  attention: str = "auto"  # Attention.impl
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     block = TransformerBlock
     if self.remat_policy != "none":
       block = nn.remat(block, policy=REMAT_POLICIES[self.remat_policy], prevent_cse=not self.scan)
+    args = (self.num_heads, self.mlp_ratio, self.dtype, self.attention)
     if self.scan:
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                       length=self.depth, metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = stack(self.num_heads, self.mlp_ratio, self.dtype, name="blocks")(x, None)
+      x, _ = stack(*args, name="blocks")(x, None)
     else:
       for i in range(self.depth):
-        x, _ = block(self.num_heads, self.mlp_ratio, self.dtype, name=f"block_{i}")(x, None)
+        x, _ = block(*args, name=f"block_{i}")(x, None)
     return LayerNorm(name="ln_final")(x)
 
 
@@ -387,29 +401,24 @@ class _WindowGroupBlock(TransformerBlock):
     return carry, out.reshape(b, g, t, c)
 
 
-# Window blocks over more tokens per scene than this run one group of windows at a time,
-# groups of about WINDOW_GROUP_TOKENS tokens per scene, recomputed in the backward pass.
-WINDOW_GROUP_MIN_TOKENS = 65536
-WINDOW_GROUP_TOKENS = 4096
-
-
 class WindowBlock(nn.Module):
   """A transformer block over multi-view spatial windows of ``[B, V, H, W, C]``.
 
-  At full resolution (``>= WINDOW_GROUP_MIN_TOKENS`` tokens per scene) each scene's windows
-  are processed a group at a time (``nn.scan``), each group recomputed in the backward
-  pass (``nn.remat``), so a group's activations stay in cache instead of streaming
-  ``[tokens, 4 C]`` MLP activations through memory. Forward + backward on a 2-core CPU, the
-  base GRM's last two stages (262,144 x 32 and 65,536 x 64 tokens x channels): 1.06 -> 0.82
-  and 0.61 -> 0.45 s (groups of 1,024 / 2,048 / 4,096 / 8,192 / 16,384 tokens: 0.93 / 0.85 /
-  0.82 / 0.83 / 0.92 s). Same function and parameters; only the order of the
-  parameter-gradient sums changes.
+  At full resolution (``>= group_min_tokens`` tokens per scene) each scene's windows are
+  processed a group of about ``group_tokens`` tokens at a time (``nn.scan``), each group
+  recomputed in the backward pass (``nn.remat``), so a group's activations stay in cache
+  instead of streaming ``[tokens, 4 C]`` MLP activations through memory (the group size
+  measured best on a 2-core CPU: bench/RESULTS.md). Same function and parameters; only the
+  order of the parameter-gradient sums changes.
   """
 
   num_heads: int
   window: int
   mlp_ratio: float = 4.0
   dtype: Dtype = jnp.float32
+  attention: str = "auto"  # Attention.impl
+  group_min_tokens: int = 65536
+  group_tokens: int = 4096
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -418,10 +427,10 @@ class WindowBlock(nn.Module):
     tokens = window_partition(x, win)  # [B * windows, T, C]
     per_window, channels = tokens.shape[1:]
     per_scene = tokens.shape[0] // b  # windows of one scene
-    per_group = max(1, WINDOW_GROUP_TOKENS // per_window)
-    if per_scene * per_window < WINDOW_GROUP_MIN_TOKENS or per_scene % per_group:
-      tokens, _ = TransformerBlock(self.num_heads, self.mlp_ratio, self.dtype,
-                                   name="block")(tokens)
+    per_group = max(1, self.group_tokens // per_window)
+    args = (self.num_heads, self.mlp_ratio, self.dtype, self.attention)
+    if per_scene * per_window < self.group_min_tokens or per_scene % per_group:
+      tokens, _ = TransformerBlock(*args, name="block")(tokens)
     else:
       # Groups of each scene's windows, scanned along axis 1: the batch axis (sharded over
       # the mesh) stays whole in every step.
@@ -429,6 +438,6 @@ class WindowBlock(nn.Module):
       scan = nn.scan(nn.remat(_WindowGroupBlock, prevent_cse=False),
                      variable_broadcast="params", split_rngs={"params": False},
                      in_axes=1, out_axes=1)
-      _, groups = scan(self.num_heads, self.mlp_ratio, self.dtype, name="block")(None, groups)
+      _, groups = scan(*args, name="block")(None, groups)
       tokens = groups.reshape(b * per_scene, per_window, channels)
     return window_merge(tokens, win, b, v, h, w)

@@ -98,6 +98,7 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   c.remat_policy = "none" if variant == "tiny" else "full"
   c.scan = True
   c.dtype = "float32"
+  c.attention = "auto"  # layers.Attention.impl: "auto" (blockwise where it pays) or "plain"
   return c
 
 
@@ -156,13 +157,14 @@ class DecoderBlock(nn.Module):
   num_heads: int
   mlp_ratio: float = 4.0
   dtype: jnp.dtype = jnp.float32
+  attention: str = "auto"  # layers.Attention.impl
 
   @nn.compact
   def __call__(self, x: jax.Array, image_tokens: jax.Array, cond: jax.Array):
     x = layers.constrain(x, ("batch", "tokens", "embed"))
-    x = x + layers.Attention(self.num_heads, self.dtype, name="cross_attn")(
+    x = x + layers.Attention(self.num_heads, self.dtype, self.attention, name="cross_attn")(
         layers.ModLN(name="norm1")(x, cond), kv=image_tokens)
-    x = x + layers.Attention(self.num_heads, self.dtype, name="self_attn")(
+    x = x + layers.Attention(self.num_heads, self.dtype, self.attention, name="self_attn")(
         layers.ModLN(name="norm2")(x, cond))
     x = x + layers.Mlp(int(x.shape[-1] * self.mlp_ratio), self.dtype, name="mlp")(
         layers.ModLN(name="norm3")(x, cond))
@@ -178,6 +180,7 @@ class TriplaneTransformer(nn.Module):
   remat_policy: str = "none"
   scan: bool = True
   dtype: jnp.dtype = jnp.float32
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, x, image_tokens, cond):
@@ -189,12 +192,12 @@ class TriplaneTransformer(nn.Module):
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                       in_axes=(nn.broadcast, nn.broadcast), length=self.depth,
                       metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = stack(self.num_heads, self.mlp_ratio, self.dtype, name="blocks")(
-          x, image_tokens, cond)
+      x, _ = stack(self.num_heads, self.mlp_ratio, self.dtype, self.attention,
+                   name="blocks")(x, image_tokens, cond)
     else:
       for i in range(self.depth):
-        x, _ = block(self.num_heads, self.mlp_ratio, self.dtype, name=f"block_{i}")(
-            x, image_tokens, cond)
+        x, _ = block(self.num_heads, self.mlp_ratio, self.dtype, self.attention,
+                     name=f"block_{i}")(x, image_tokens, cond)
     return layers.LayerNorm(name="ln_final")(x)
 
 
@@ -237,12 +240,13 @@ class Model(family.FamilyModel):
     c = self.config
     e = c.encoder
     dtype = jnp.dtype(c.dtype)
+    attention = c.get("attention", "auto")  # absent from configs saved before it existed
     self.encoder = vit.DinoViT(
         patch=e.patch, width=e.width, depth=e.depth, num_heads=e.num_heads,
         mlp_dim=e.mlp_dim, num_registers=e.num_registers, layer_scale=e.layer_scale,
         epsilon=e.epsilon, pos_grid=e.pos_grid, pos_antialias=e.pos_antialias,
         pos_offset=e.get("pos_offset", 0.0),  # absent in configs saved before it existed
-        remat_policy=c.remat_policy, scan=c.scan, dtype=dtype)
+        remat_policy=c.remat_policy, scan=c.scan, dtype=dtype, attention=attention)
     self.camera_embedder = CameraEmbedder(c.camera_embed_dim)
     n = c.triplane_tokens
     self.triplane_tokens = self.param(
@@ -250,7 +254,7 @@ class Model(family.FamilyModel):
             nn.initializers.normal(c.width ** -0.5), ("tokens", "embed")),
         (3 * n * n, c.width))
     self.transformer = TriplaneTransformer(c.depth, c.num_heads, c.mlp_ratio, c.remat_policy,
-                                           c.scan, dtype)
+                                           c.scan, dtype, attention)
     self.upsampler = PlaneUpsample(c.triplane_channels)
     kw = _nerf_kwargs(c)
     self.nerf = tp.TriplaneDecoder(hidden=kw["hidden"], num_layers=kw["num_layers"],

@@ -200,6 +200,7 @@ class DinoBlock(nn.Module):
   layer_scale: bool = False
   epsilon: float = 1e-6
   dtype: jnp.dtype = jnp.float32
+  attention: str = "auto"  # layers.Attention.impl
 
   @nn.compact
   def __call__(self, x: jax.Array, _=None):
@@ -207,7 +208,7 @@ class DinoBlock(nn.Module):
     x = layers.constrain(x, ("batch", "tokens", "embed"))
     scale = lambda name: (self.param(name, nn.with_logical_partitioning(
         nn.initializers.ones, ("embed",)), (d,)) if self.layer_scale else 1.0)
-    h = layers.Attention(self.num_heads, self.dtype, name="attn")(
+    h = layers.Attention(self.num_heads, self.dtype, self.attention, name="attn")(
         layers.LayerNorm(epsilon=self.epsilon, name="ln1")(x))
     x = x + scale("ls1") * h
     h = layers.Mlp(self.mlp_dim, self.dtype, name="mlp")(
@@ -228,7 +229,7 @@ class DinoViT(nn.Module):
       ``image_size // patch``; 0: the grid of the input). Other input grids interpolate.
     pos_antialias: antialiased bicubic interpolation (HF DINOv2 with registers).
     pos_offset: the native DINO/DINOv2 ``interpolate_offset`` (0.1 there; HF uses 0).
-    remat_policy, scan, dtype: as :class:`layers.Transformer`.
+    remat_policy, scan, dtype, attention: as :class:`layers.Transformer`.
   """
 
   patch: int = 16
@@ -245,6 +246,7 @@ class DinoViT(nn.Module):
   remat_policy: str = "none"
   scan: bool = True
   dtype: jnp.dtype = jnp.float32
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
@@ -272,7 +274,8 @@ class DinoViT(nn.Module):
     if self.remat_policy != "none":
       block = nn.remat(block, policy=layers.REMAT_POLICIES[self.remat_policy],
                        prevent_cse=not self.scan)
-    args = (self.num_heads, self.mlp_dim, self.layer_scale, self.epsilon, self.dtype)
+    args = (self.num_heads, self.mlp_dim, self.layer_scale, self.epsilon, self.dtype,
+            self.attention)
     if self.scan:
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                       length=self.depth, metadata_params={nn.PARTITION_NAME: "layers"})
