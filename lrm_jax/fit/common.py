@@ -182,7 +182,15 @@ def main(prog: str, run: Callable, defaults: ml_collections.ConfigDict, steps: i
       print(f"{prog}: error: {e}", file=sys.stderr)
       sys.exit(2)
 
-  app.run(app_main, argv=None if argv is None else [prog, *argv], flags_parser=_flags_parser)
+  def parse_or_exit(args: list[str]) -> list[str]:
+    try:
+      return _flags_parser(args)
+    except flags.Error as e:  # a bad flag: one line, as absl's own parser prints it
+      print(f"{prog}: error: {e}\nPass --help to see the flags and hyperparameters.",
+            file=sys.stderr)
+      sys.exit(2)
+
+  app.run(app_main, argv=None if argv is None else [prog, *argv], flags_parser=parse_or_exit)
 
 
 # ----------------------------------------------------------------------------------------
