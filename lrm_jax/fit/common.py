@@ -173,6 +173,7 @@ def main(prog: str, run: Callable, defaults: ml_collections.ConfigDict, steps: i
   A :class:`ConfigError` or :class:`DataError` (a wrong key or value, unusable input)
   prints one line naming it and exits with status 2; anything else keeps its traceback.
   """
+  FLAGS.unparse_flags()  # flags not on this command line take their defaults
   FLAGS.set_default("steps", steps)
 
   def app_main(_):
@@ -277,7 +278,6 @@ class Scene(NamedTuple):
   train: dict  # images [Vt, H, W, 3], masks [Vt, H, W, 1], c2w [Vt, 4, 4], intrinsics [Vt, 4]
   held: dict  # the same for the held-out views [Vh, ...]
   held_out: np.ndarray  # [Vh] indices of the held-out views among the loaded ones
-  num_views: int  # views loaded (Vt + Vh)
   source: Any  # the data source (a mesh source knows its mesh)
   background: tuple[float, float, float]
   height: int
@@ -295,8 +295,8 @@ def load_scene(options) -> Scene:
                                options.data_seed)
   train, held, held_out = split_views(example, options.num_held_out)
   os.makedirs(options.out, exist_ok=True)
-  v, h, w = example["images"].shape[:3]
-  return Scene(train, held, held_out, int(v), source, background, int(h), int(w), t_start,
+  h, w = example["images"].shape[1:3]
+  return Scene(train, held, held_out, source, background, int(h), int(w), t_start,
                load_avg_start)
 
 
