@@ -6,7 +6,7 @@ Each case runs in a fresh subprocess so its peak resident memory (``ru_maxrss``)
 density grid (chunked), marching cubes, decoder vertex colours, OBJ + GLB writing. Without
 ``--triplane`` the planes are a smooth random field (3x64x64x32) with a random-init decoder
 and the iso-level is the grid's 99th percentile (a blobby surface); with a triplane saved by
-``python -m lrm_jax.fit_triplane`` the fitted field and ``--threshold`` are used.
+``python -m lrm_jax.fit.triplane`` the fitted field and ``--threshold`` are used.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def child(args) -> dict:
   from lrm_jax.render import triplane as tp
 
   if args.triplane:
-    from lrm_jax.fit_triplane import load_triplane
+    from lrm_jax.fit.triplane import load_triplane
     decoder, params = load_triplane(args.triplane)
     planes, dec_params, threshold = params["planes"], params["decoder"], args.threshold
   else:
@@ -87,7 +87,7 @@ def run_case(args, extra: list[str]) -> dict:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--resolution", type=int, default=384)
-  parser.add_argument("--triplane", default="", help="triplane.npz from fit_triplane")
+  parser.add_argument("--triplane", default="", help="triplane.npz from lrm_jax.fit.triplane")
   parser.add_argument("--threshold", type=float, default=10.0)
   parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--no-append", action="store_true")

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
 from lrm_jax.data import folder as folder_lib
 
 SPLITS = ("train", "eval", "test")
@@ -108,13 +106,3 @@ def load_cameras(root: str):
   """
   scene = folder_lib.read_scene_cameras(root, need_images=False)
   return scene.names, scene.c2w, scene.intrinsics, scene.height, scene.width
-
-
-def split_views(example: dict, held_out: list[int] | np.ndarray) -> tuple[dict, dict]:
-  """Splits one example's views into (kept, held-out) examples."""
-  v = example["images"].shape[0]
-  held = np.zeros(v, bool)
-  held[np.asarray(held_out, int)] = True
-  pick = lambda m: {k: (x[m] if np.ndim(x) and np.shape(x)[0] == v else x)
-                    for k, x in example.items()}
-  return pick(~held), pick(held)

@@ -118,6 +118,22 @@ def sample_triplane(planes: Array, points: Array, aggregate: str = "concat") -> 
   raise ValueError(f"aggregate must be concat, sum or mean, got {aggregate!r}.")
 
 
+def total_variation(planes: Array) -> Array:
+  """LRM's total-variation regulariser of triplanes (a scalar).
+
+  ``0.5 * (mean squared difference of vertically neighbouring texels + mean squared
+  difference of horizontally neighbouring texels)``, each mean taken over every plane,
+  channel and batch entry. Takes ``[B, 3, H, W, C]`` (the LRM model's batched planes) or
+  ``[3, H, W, C]`` (one scene, as per-scene fitting holds them); both give the same value
+  for the same planes.
+  """
+  if planes.ndim not in (4, 5):
+    raise ValueError(f"planes must be [B, 3, H, W, C] or [3, H, W, C], got {planes.shape}.")
+  dh = jnp.mean(jnp.square(planes[..., 1:, :, :] - planes[..., :-1, :, :]))  # along H
+  dw = jnp.mean(jnp.square(planes[..., :, 1:, :] - planes[..., :, :-1, :]))  # along W
+  return 0.5 * (dh + dw)
+
+
 # ----------------------------------------------------------------------------------------
 # Decoder.
 # ----------------------------------------------------------------------------------------
