@@ -42,9 +42,6 @@ def test_total_variation_is_lrms_batched_or_not():
   one = planes[1]
   np.testing.assert_allclose(float(tp.total_variation(one)),
                              float(tp.total_variation(one[None])), rtol=1e-6)
-  from lrm_jax.models import lrm
-  np.testing.assert_allclose(float(tp.total_variation(planes)),
-                             float(lrm.total_variation(planes)), rtol=1e-6)
   with pytest.raises(ValueError, match="planes"):
     tp.total_variation(planes[0, 0])
 

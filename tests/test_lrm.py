@@ -16,6 +16,7 @@ from lrm_jax.data import pipeline
 from lrm_jax.io import export
 from lrm_jax.models import layers
 from lrm_jax.models import lrm
+from lrm_jax.render import triplane as tp
 from lrm_jax.train import state as state_lib
 
 SMALL = ["data.target_size=8", "data.target_crop=0", "data.num_target_views=2",
@@ -140,7 +141,7 @@ def test_gradient_steps_reduce_the_loss_on_a_fixed_batch(tiny):
   def loss_fn(p):
     out, rep = model.apply({"params": p}, batch["inputs"], cams, bg)
     return (jnp.mean(jnp.square(out["rgb"] - batch["targets"]["images"])) +
-            5e-4 * lrm.total_variation(rep["planes"]))
+            5e-4 * tp.total_variation(rep["planes"]))
 
   @jax.jit
   def step(p, o):

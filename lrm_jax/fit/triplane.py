@@ -253,17 +253,18 @@ def export_and_compare(options, decoder, params, source, log=print) -> dict[str,
   """Writes the mesh; with ``--reference_mesh``, its Chamfer distance. Summary entries."""
   t0 = time.perf_counter()
   try:
-    mesh = mesh_io.export_mesh(params["planes"], decoder.apply, params["decoder"],
-                               options.out, options.mesh_resolution, options.mesh_threshold)
+    field = tp.mesh_field(params["planes"], decoder.apply, params["decoder"],
+                          resolution=options.mesh_resolution, threshold=options.mesh_threshold)
+    mesh = mesh_io.export_field_mesh(field, options.out)
   except ValueError as e:  # no surface at this threshold: report it, keep the other outputs
     log(f"mesh export skipped: {e}")
     return {"mesh": {"error": str(e)}}
-  out = {"mesh": {"resolution": options.mesh_resolution, "threshold": options.mesh_threshold,
-                  "num_vertices": mesh["num_vertices"], "num_faces": mesh["num_faces"],
+  out = {"mesh": {"resolution": options.mesh_resolution, "threshold": mesh["mesh_threshold"],
+                  "num_vertices": mesh["mesh_vertices"], "num_faces": mesh["mesh_faces"],
                   "wall_s": time.perf_counter() - t0}}
   if options.reference_mesh:
     import trimesh
-    pred = trimesh.load(mesh["obj"], force="mesh", process=False)
+    pred = trimesh.load(mesh["mesh_obj"], force="mesh", process=False)
     ref_v, ref_f = reference_mesh(options.reference_mesh, source)
     out["chamfer"] = chamfer_distance(pred.vertices, pred.faces, ref_v, ref_f)
     out["chamfer"]["reference"] = os.path.abspath(options.reference_mesh)

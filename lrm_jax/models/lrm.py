@@ -332,20 +332,13 @@ class Model(family.FamilyModel):
 # ----------------------------------------------------------------------------------------
 
 
-def total_variation(planes: jax.Array) -> jax.Array:
-  """Mean squared difference of neighbouring texels of ``[B, 3, H, W, C]`` planes."""
-  dh = jnp.mean(jnp.square(planes[:, :, 1:] - planes[:, :, :-1]))
-  dw = jnp.mean(jnp.square(planes[:, :, :, 1:] - planes[:, :, :, :-1]))
-  return 0.5 * (dh + dw)
-
-
 def regularizers(representation, batch, config) -> dict:
   """``{"tv": (config.loss.tv, TV of the planes)}`` (OpenLRM: weight 5e-4)."""
   del batch
   weight = float(config.loss.get("tv", 0.0))
   if weight <= 0:
     return {}
-  return {"tv": (weight, total_variation(representation["planes"]))}
+  return {"tv": (weight, tp.total_variation(representation["planes"]))}
 
 
 def mesh_field(model, params, representation, config) -> tp.MeshField:
