@@ -14,6 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from lrm_jax.convert import lpips as convert_lpips  # noqa: E402
 from lrm_jax.train import lpips as lpips_lib  # noqa: E402
 
 _VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512,
@@ -50,7 +51,7 @@ def test_lpips_matches_reference_package(lpips_pkg):
   vgg_state = {f"features.{k.split('.', 1)[1]}": v.numpy()
                for k, v in ref.net.state_dict().items()}
   lin_state = {k: v.numpy() for k, v in ref.state_dict().items() if k.startswith("lin")}
-  params = lpips_lib.params_from_torch_state(vgg_state, lin_state)
+  params = convert_lpips.params_from_torch_state(vgg_state, lin_state)
   rng = np.random.default_rng(0)
   x = rng.random((3, 48, 64, 3)).astype(np.float32)
   y = np.clip(x + 0.2 * rng.normal(size=x.shape), 0, 1).astype(np.float32)
@@ -68,9 +69,9 @@ def test_converted_weights_round_trip_through_npz(lpips_pkg, tmp_path):
   vgg_state = {f"features.{k.split('.', 1)[1]}": v.numpy()
                for k, v in ref.net.state_dict().items()}
   lin_state = {k: v.numpy() for k, v in ref.state_dict().items() if k.startswith("lin")}
-  params = lpips_lib.params_from_torch_state(vgg_state, lin_state)
+  params = convert_lpips.params_from_torch_state(vgg_state, lin_state)
   path = str(tmp_path / "lpips.npz")
-  lpips_lib.save_params(path, params)
+  convert_lpips.save_params(path, params)
   back = lpips_lib.load_params(path)
   np.testing.assert_array_equal(np.asarray(back["vgg"]["conv12"]["kernel"]),
                                 params["vgg"]["conv12"]["kernel"])
@@ -90,7 +91,7 @@ def test_perceptual_loss_is_on_only_with_weights(lpips_pkg, tmp_path):
                for k, v in ref.net.state_dict().items()}
   lin_state = {k: v.numpy() for k, v in ref.state_dict().items() if k.startswith("lin")}
   path = str(tmp_path / "w.npz")
-  lpips_lib.save_params(path, lpips_lib.params_from_torch_state(vgg_state, lin_state))
+  convert_lpips.save_params(path, convert_lpips.params_from_torch_state(vgg_state, lin_state))
   assert losses.Perceptual.from_config(ml_collections.ConfigDict({"lpips_weights": ""})) is None
   fn = losses.Perceptual.from_config(ml_collections.ConfigDict({"lpips_weights": path}))
   x = np.full((1, 32, 32, 3), 0.3, np.float32)

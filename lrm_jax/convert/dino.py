@@ -1,7 +1,7 @@
 """PyTorch DINO / DINOv2 ViT weights -> :class:`lrm_jax.models.vit.DinoViT` params.
 
-  python -m lrm_jax.convert.dino --weights=model.safetensors --encoder=dino_vitb16 \
-      --out=dino_vitb16.npz
+  python -m lrm_jax.convert.dino --weights=model.safetensors --out=dino_vitb16.npz \
+      --config=configs/lrm.py:paper   # the config whose model.encoder the weights are for
 
 Reads a local ``.safetensors`` / ``.bin`` / ``.pth`` / ``.npz`` (or takes a state dict) in
 any of these layouts (nothing is downloaded):
@@ -25,7 +25,6 @@ layer axis.
 
 from __future__ import annotations
 
-import argparse
 import re
 from typing import Any, Mapping
 
@@ -211,19 +210,23 @@ def check_against(params: dict, reference: dict, where: str = "encoder") -> None
       raise ValueError(f"{where}{k}: weights have shape {got[k]}, the model wants {shape}.")
 
 
-def main(argv=None):
-  from lrm_jax.models import vit
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--weights", required=True, help="local .safetensors / .bin / .pth / .npz")
-  p.add_argument("--encoder", required=True, choices=sorted(vit.ENCODERS))
-  p.add_argument("--out", required=True, help="output .npz (flattened param paths)")
-  args = p.parse_args(argv)
-  params = load(args.weights, vit.dino_settings(args.encoder)["num_heads"])
+def main(argv):
+  """``--weights``, ``--out`` and the config whose ``model.encoder`` they are for."""
+  del argv
   import flax.traverse_util
+  from absl import flags
+  from lrm_jax import config_loading
+  encoder = config_loading.config_from_command_line().model.encoder
+  params = load(flags.FLAGS.weights, encoder.num_heads)
   flat = flax.traverse_util.flatten_dict(params, sep="/")
-  np.savez(args.out, **flat)
-  print(f"wrote {args.out} ({sum(v.size for v in flat.values()):,} parameters)")
+  np.savez(flags.FLAGS.out, **flat)
+  print(f"wrote {flags.FLAGS.out} ({sum(v.size for v in flat.values()):,} parameters)")
 
 
 if __name__ == "__main__":
-  main()
+  from absl import app, flags
+  from lrm_jax import config_loading
+  flags.DEFINE_string("weights", None, "local .safetensors / .bin / .pth / .npz")
+  flags.DEFINE_string("out", None, "output .npz (flattened param paths)")
+  flags.mark_flags_as_required(["weights", "out"])
+  app.run(main, flags_parser=config_loading.flags_parser)

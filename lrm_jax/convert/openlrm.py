@@ -191,13 +191,13 @@ def load(path: str, config) -> dict:
 
 def main(argv=None):
   import flax.traverse_util
-  from configs import lrm as lrm_config
+  from lrm_jax.config_loading import load_config
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--weights", required=True, help="local OpenLRM model.safetensors")
   p.add_argument("--variant", required=True, choices=["small", "base", "large"])
   p.add_argument("--out", required=True, help="output .npz (flattened param paths)")
   args = p.parse_args(argv)
-  config = lrm_config.get_config(args.variant)
+  config = load_config(f"configs/lrm.py:{args.variant}")
   flat = flax.traverse_util.flatten_dict(load(args.weights, config), sep="/")
   np.savez(args.out, **flat)
   print(f"wrote {args.out} ({sum(v.size for v in flat.values()):,} parameters); run it with "

@@ -89,7 +89,7 @@ def make_source(spec: str, data_config, split: str = "train", seed: int = 0):
     idx = range(n - n_eval) if split == "train" else range(n - n_eval, n)
     return Subset(src, idx)
   if kind == "tfds":
-    from lrm_jax.data.tfds_builder import TfdsScenes
+    from lrm_jax.data.tfds_source import TfdsScenes
     name, _, data_dir = arg.partition(":")
     if not name:
       raise ValueError("source 'tfds:NAME[:DATA_DIR]' needs a dataset name.")

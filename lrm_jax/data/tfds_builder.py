@@ -4,9 +4,12 @@
       --source=mesh:../shared/data/cow_mesh/cow.obj --name=cow --data_dir=/data/tfds \
       --num_train=1000 --num_eval=50
 
-Read it back with ``--config.data.source=tfds:lrm_multiview/cow:/data/tfds``. Writing and
-reading need no TensorFlow: features are plain tensors (zlib), the file format is
-ArrayRecord and reading goes through ``tfds.data_source`` (random access, grain-friendly).
+The config (``--config=FILE[:arg]``, with ``--config.key=value`` overrides) sets the
+resolution and views per scene. Read it back with
+``--config.data.source=tfds:lrm_multiview/cow:/data/tfds`` (:mod:`lrm_jax.data.tfds_source`).
+Writing and reading need no TensorFlow: features are plain tensors (zlib), the file format
+is ArrayRecord and reading goes through ``tfds.data_source`` (random access,
+grain-friendly).
 Examples are stored exactly (float32), so a round trip is bit-exact.
 """
 
@@ -15,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
-NAME = "lrm_multiview"
 _KEYS_F32 = {"images": 3, "masks": 1, "depths": 1}
 
 
@@ -64,63 +66,30 @@ def build(sources: dict, name: str, data_dir: str) -> str:
   return builder.data_dir
 
 
-class TfdsScenes:
-  """grain random-access source over a built ``lrm_multiview`` dataset (no TensorFlow)."""
-
-  def __init__(self, name: str, split: str, data_dir: str | None = None):
-    self.name, self.split, self.data_dir = name, split, data_dir
-    self._ds = None
-
-  def _source(self):
-    if self._ds is None:
-      full = name if "/" in (name := self.name) else f"{NAME}/{name}"
-      try:
-        self._ds = tfds.data_source(full, split=self.split, data_dir=self.data_dir,
-                                    builder_kwargs={"file_format": "array_record"})
-      except Exception as e:  # tfds raises several types for a missing dataset.
-        raise FileNotFoundError(
-            f"tfds dataset {full!r} split {self.split!r} not found under data_dir="
-            f"{self.data_dir!r}: build it with `python -m lrm_jax.data.tfds_builder` ({e}).") from e
-    return self._ds
-
-  def __len__(self) -> int:
-    return len(self._source())
-
-  def __getitem__(self, idx: int) -> dict:
-    ex = self._source()[idx]
-    return {k: np.asarray(v) for k, v in ex.items()}
-
-  def __repr__(self) -> str:
-    return f"TfdsScenes(name={self.name!r}, split={self.split!r}, data_dir={self.data_dir!r})"
-
-  def __getstate__(self):
-    return {"name": self.name, "split": self.split, "data_dir": self.data_dir, "_ds": None}
-
-
-def main(argv=None):
-  import argparse
+def main(argv):
+  del argv
+  from absl import flags
+  from lrm_jax import config_loading
   from lrm_jax.data import sources
-  from lrm_jax.config_loading import load_config
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--config", default="configs/grm.py:tiny",
-                 help="config whose data section sets resolution and views per scene")
-  p.add_argument("--source", default=None, help="source spec (default: the config's)")
-  p.add_argument("--name", required=True, help="dataset name: lrm_multiview/<name>")
-  p.add_argument("--data_dir", required=True, help="where to write the dataset")
-  p.add_argument("--num_train", type=int, default=0, help="train examples (0: all)")
-  p.add_argument("--num_eval", type=int, default=0, help="validation examples (0: all)")
-  args = p.parse_args(argv)
-  config = load_config(args.config)
-  spec = args.source or config.data.source
+  f = flags.FLAGS
+  config = config_loading.config_from_command_line()
+  spec = f.source or config.data.source
   out = {}
-  for split, n, tfds_split in (("train", args.num_train, "train"),
-                               ("eval", args.num_eval, "validation")):
+  for split, n, tfds_split in (("train", f.num_train, "train"),
+                               ("eval", f.num_eval, "validation")):
     src = sources.make_source(spec, config.data, split=split, seed=config.seed)
     out[tfds_split] = sources.Subset(src, range(min(n, len(src)) if n else len(src)))
-  path = build(out, args.name, args.data_dir)
+  path = build(out, f.name, f.data_dir)
   print(f"wrote {path}")
 
 
 if __name__ == "__main__":
-  main()
+  from absl import app, flags
+  from lrm_jax import config_loading
+  flags.DEFINE_string("source", None, "source spec (default: the config's data.source)")
+  flags.DEFINE_string("name", None, "dataset name: lrm_multiview/<name>")
+  flags.DEFINE_string("data_dir", None, "where to write the dataset")
+  flags.DEFINE_integer("num_train", 0, "train examples (0: all)")
+  flags.DEFINE_integer("num_eval", 0, "validation examples (0: all)")
+  flags.mark_flags_as_required(["name", "data_dir"])
+  app.run(main, flags_parser=config_loading.flags_parser)

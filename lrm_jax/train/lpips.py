@@ -64,30 +64,6 @@ class LPIPS(nn.Module):
     return total
 
 
-def params_from_torch_state(vgg_state: dict, lin_state: dict) -> dict:
-  """Maps torchvision ``vgg16`` (``features.N.weight``) and lpips (``linK.model.1.weight``)
-  state dicts of numpy arrays to LPIPS flax params."""
-  params = {"vgg": {}}
-  conv_ids = [i for i, item in enumerate(VGG16_LAYERS) if item != "pool"]
-  for n, idx in enumerate(conv_ids):
-    # torchvision's features index counts convs, relus and pools: conv k of the list above
-    # sits at features[idx + number of relus before it].
-    tv_idx = idx + n
-    w = np.asarray(_get(vgg_state, f"features.{tv_idx}.weight"))  # [O, I, kh, kw]
-    b = np.asarray(_get(vgg_state, f"features.{tv_idx}.bias"))
-    params["vgg"][f"conv{n}"] = {"kernel": w.transpose(2, 3, 1, 0), "bias": b}
-  for i in range(5):
-    w = np.asarray(_get(lin_state, f"lin{i}.model.1.weight"))  # [1, C, 1, 1]
-    params[f"lin{i}"] = w.reshape(-1)
-  return params
-
-
-def _get(state: dict, key: str):
-  if key not in state:
-    raise KeyError(f"LPIPS weights: missing tensor {key!r} (have {sorted(state)[:6]}...).")
-  return state[key]
-
-
 def load_params(path: str) -> dict:
   """Loads converted LPIPS params from an ``.npz`` written by ``lrm_jax.convert.lpips``."""
   if not os.path.isfile(path):
@@ -104,18 +80,6 @@ def load_params(path: str) -> dict:
       node = node.setdefault(p, {})
     node[parts[-1]] = jnp.asarray(value)
   return params
-
-
-def save_params(path: str, params: dict) -> None:
-  flat = {}
-  def walk(prefix, node):
-    for k, v in node.items():
-      if isinstance(v, dict):
-        walk(prefix + k + "/", v)
-      else:
-        flat[prefix + k] = np.asarray(v, np.float32)
-  walk("", params)
-  np.savez(path, **flat)
 
 
 def lpips_fn(params: dict):
