@@ -1,6 +1,6 @@
 """Cameras: one convention, conversions at the edge, rays and Plücker coordinates.
 
-Convention (DESIGN.md §3), used everywhere in lrm_jax:
+Convention (docs/design.md §3), used everywhere in lrm_jax:
   * OpenCV camera frame: x right, y down, z forward.
   * ``c2w`` is ``[..., 4, 4]`` (camera-to-world, rigid).
   * ``intrinsics`` is ``[..., 4]`` = ``(fx, fy, cx, cy)`` in pixels of the image it belongs to.

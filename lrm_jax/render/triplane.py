@@ -1,6 +1,6 @@
 """Triplane NeRF rendering: plane sampling, the OpenLRM decoder MLP and ray marching.
 
-Plane convention (EG3D with its plane bug fixed; DESIGN.md §5). ``planes [3, H, W, C]``:
+Plane convention (EG3D with its plane bug fixed; docs/design.md §5). ``planes [3, H, W, C]``:
 
   ====== ========== ============================ ============================
   plane  name       u (along width, columns)     v (along height, rows)

@@ -1,6 +1,6 @@
 """3D Gaussians: the pytree, covariances, pixel-aligned unprojection, pruning.
 
-Layout (DESIGN.md §3): a set of ``N`` Gaussians, with any leading batch dims ``[...]``:
+Layout (docs/design.md §3): a set of ``N`` Gaussians, with any leading batch dims ``[...]``:
 
   * ``means [..., N, 3]`` world positions;
   * ``scales [..., N, 3]`` activated standard deviations along the local axes (world units);
