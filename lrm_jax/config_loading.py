@@ -123,6 +123,16 @@ class _Parsed:
 _PARSED = _Parsed()
 
 
+def define_config_flag(required: bool = True) -> None:
+  """Lists ``--config`` in the command's ``--help`` (the value itself is taken out of the
+  command line by :func:`flags_parser`)."""
+  from absl import flags
+  flags.DEFINE_string(
+      "config", None, ("(required) " if required else "") +
+      "config file[:arg], e.g. configs/grm.py:tiny; override any key with "
+      "--config.KEY=VALUE (typed by its default; unknown keys fail naming the nearest)")
+
+
 def flags_parser(argv: list[str]) -> list[str]:
   """An absl ``flags_parser``: takes the config arguments out, absl parses the rest."""
   from absl import flags

@@ -12,6 +12,7 @@ from absl import app, flags, logging
 
 from lrm_jax import config_loading
 
+config_loading.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics, evals")
 _COORD = flags.DEFINE_string("coordinator", "", "jax.distributed coordinator HOST:PORT")
 _NPROC = flags.DEFINE_integer("num_processes", 0, "number of processes (with --coordinator)")

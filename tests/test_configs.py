@@ -47,3 +47,26 @@ def test_load_config_with_overrides():
     load_config("configs/grm.py:tiny", ["data.nope=1"])
   with pytest.raises(ConfigError, match="missing.py"):
     load_config("configs/missing.py")
+
+
+def test_overrides_are_strict_and_name_the_nearest_key():
+  c = load_config("configs/grm.py:tiny", ["model.scan=false", "total_steps=1e3",
+                                          "mesh.shape=(1,2,1)"])
+  assert c.model.scan is False and c.total_steps == 1000 and c.mesh.shape == (1, 2, 1)
+  with pytest.raises(ConfigError, match="expected a boolean"):
+    load_config("configs/grm.py:tiny", ["model.scan=ture"])
+  with pytest.raises(ConfigError, match="expected an integer"):
+    load_config("configs/grm.py:tiny", ["total_steps=1.5"])
+  with pytest.raises(ConfigError, match="Did you mean 'data.batch_size'"):
+    load_config("configs/grm.py:tiny", ["data.batchsize=4"])
+  with pytest.raises(ConfigError, match="not key=value"):
+    load_config("configs/grm.py:tiny", ["data.batch_size"])
+
+
+def test_command_line_config_arguments_are_split_out():
+  from lrm_jax import config_loading
+  rest, spec, overrides = config_loading.split_config_args(
+      ["prog", "--config=configs/grm.py:micro", "--workdir=W", "--config.seed=3",
+       "--config.data.source", "mesh:x.obj"])
+  assert rest == ["prog", "--workdir=W"] and spec == "configs/grm.py:micro"
+  assert overrides == ["seed=3", "data.source=mesh:x.obj"]

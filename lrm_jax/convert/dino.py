@@ -226,6 +226,7 @@ def main(argv):
 if __name__ == "__main__":
   from absl import app, flags
   from lrm_jax import config_loading
+  config_loading.define_config_flag()
   flags.DEFINE_string("weights", None, "local .safetensors / .bin / .pth / .npz")
   flags.DEFINE_string("out", None, "output .npz (flattened param paths)")
   flags.mark_flags_as_required(["weights", "out"])

@@ -16,6 +16,7 @@ from lrm_jax import config_loading
 from lrm_jax.data import pipeline
 from lrm_jax.io import images as image_io
 
+config_loading.define_config_flag()
 _OUT = flags.DEFINE_string("out", "preview.png", "where to write the PNG contact sheet")
 _SPLIT = flags.DEFINE_enum("split", "train", ["train", "eval"], "which split to show")
 
