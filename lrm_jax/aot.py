@@ -303,6 +303,7 @@ def _define_flags():
   from absl import flags
   from lrm_jax import config_loading
   config_loading.define_config_flag()
+  flags.declare_key_flag("config")
   flags.DEFINE_string("topology", "v5e:2x2", "TPU topology, e.g. v5e:16x16, v5p:4x4x4, v4:2x2x2")
   flags.DEFINE_list("chips_per_host_bounds", ["2", "2", "1"], "chips per host (x,y,z)")
   flags.DEFINE_integer("num_slices", 1, "number of slices (multislice)")

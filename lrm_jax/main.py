@@ -13,6 +13,7 @@ from absl import app, flags, logging
 from lrm_jax import config_loading
 
 config_loading.define_config_flag()
+flags.declare_key_flag("config")
 _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics, evals")
 _COORD = flags.DEFINE_string("coordinator", "", "jax.distributed coordinator HOST:PORT")
 _NPROC = flags.DEFINE_integer("num_processes", 0, "number of processes (with --coordinator)")

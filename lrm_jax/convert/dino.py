@@ -227,6 +227,7 @@ if __name__ == "__main__":
   from absl import app, flags
   from lrm_jax import config_loading
   config_loading.define_config_flag()
+  flags.declare_key_flag("config")
   flags.DEFINE_string("weights", None, "local .safetensors / .bin / .pth / .npz")
   flags.DEFINE_string("out", None, "output .npz (flattened param paths)")
   flags.mark_flags_as_required(["weights", "out"])

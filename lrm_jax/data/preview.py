@@ -17,6 +17,7 @@ from lrm_jax.data import pipeline
 from lrm_jax.io import images as image_io
 
 config_loading.define_config_flag()
+flags.declare_key_flag("config")
 _OUT = flags.DEFINE_string("out", "preview.png", "where to write the PNG contact sheet")
 _SPLIT = flags.DEFINE_enum("split", "train", ["train", "eval"], "which split to show")
 

@@ -87,6 +87,7 @@ if __name__ == "__main__":
   from absl import app, flags
   from lrm_jax import config_loading
   config_loading.define_config_flag()
+  flags.declare_key_flag("config")
   flags.DEFINE_string("source", None, "source spec (default: the config's data.source)")
   flags.DEFINE_string("name", None, "dataset name: lrm_multiview/<name>")
   flags.DEFINE_string("data_dir", None, "where to write the dataset")
