@@ -42,7 +42,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     d.input_size = 64
     d.target_size = 64
     d.batch_size = 2
-    config.total_steps = 1100  # 10-11 min end to end on a quiet 2-core CPU (~0.54 s/step)
+    config.total_steps = 1100  # the time on 2-core CPUs: README "Quickstart"
     config.eval_every = 100
     config.checkpoint_every = 100
     config.optimizer.warmup_steps = 50
@@ -60,14 +60,14 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     d.input_size = 256
     d.target_size = 256
     d.batch_size = 8
-    # CPU-sized: the 12 layers unrolled (XLA:CPU runs them ~10% faster than scanned;
-    # compile time stays ~15 s), and 10 intersections per Gaussian (all Gaussians at
+    # CPU-sized: the 12 layers unrolled (XLA:CPU runs them faster than scanned, and the
+    # compile time stays short), and 10 intersections per Gaussian (all Gaussians at
     # max_scale need 9.4 in 256^2 views at 8-pixel tiles, freshly initialised ones 4.9;
     # the default 16 sorts 60% more keys).
     config.model.scan = False
     config.model.intersections_per_gaussian = 10
-    # 1,024 tiles per view: composite 128 at a time (render fwd+bwd of 4 views, 2026-11-25
-    # code: 32 / 64 / 128 / 256 tiles -> 2.09 / 1.75-1.78 / 1.69-1.73 / 1.68 s).
+    # 1,024 tiles per view: composite 128 at a time (the fastest of 32 / 64 / 128 / 256 for
+    # the render's forward + backward: bench/RESULTS.md).
     config.model.block_tiles = 128
   else:  # paper
     d.render_size = 512

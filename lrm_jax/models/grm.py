@@ -91,8 +91,7 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   c.backend = "auto"  # auto: pallas on TPU/GPU, tiled on CPU
   # Tiled (CPU) backend: tile side, tiles composited together (grouped by their number of
   # Gaussians) and Gaussians per compositing step. 8-pixel tiles waste less work on
-  # pixel-sized Gaussians than 16: train step at batch 2, tiny 0.81 -> 0.55 s (16/4/32 ->
-  # 8/16/8); base render fwd+bwd 5.40 -> 4.25 s (bench/train_step.py --overrides).
+  # pixel-sized Gaussians than 16 (bench/train_step.py --overrides; bench/RESULTS.md).
   c.tile_size = 8
   c.block_tiles = 16
   c.chunk_size = 8

@@ -46,9 +46,8 @@ def dense_einsum(spec: str, x: jax.Array, kernel: jax.Array, dtype: Dtype) -> ja
   ``float32``: the plain einsum. A lower ``dtype`` (bfloat16): mixed precision, the operands
   in ``dtype`` with float32 accumulation and a float32 result, in the backward pass too
   (:func:`_lowp_product`): the form bfloat16 matrix units (TPU MXU, GPU tensor cores,
-  Intel AMX) run at full speed. On a 2-core AMX CPU a ViT-B MLP [1024, 768] x [768, 3072]
-  forward + backward takes 46 ms in float32 and 13 ms this way; XLA:CPU's plain bfloat16
-  einsum (bfloat16 result) is slower than float32. Products with a side under
+  Intel AMX) run at full speed (figures: bench/RESULTS.md); XLA:CPU's plain bfloat16 einsum
+  (bfloat16 result) is slower than float32. Products with a side under
   :data:`MIN_LOW_PRECISION_SIDE` are memory-bound (the GRM upsampler's 32-256 channels at
   full resolution): casting costs more than it saves, so they stay in float32.
 
@@ -105,9 +104,9 @@ def _materialised_transpose(x: jax.Array) -> jax.Array:
   """``x [..., M, K] -> [..., K, M]`` as a real copy.
 
   XLA folds a plain transpose into the dot that consumes it, and XLA:CPU runs a dot that
-  contracts its left operand's first (non-batch) dim on a slow path: bfloat16 ~0.3 vs
-  ~1.2 TFLOP/s with AMX; float32 batched attention products ~110 vs ~260 GFLOP/s. A
-  transpose through a split of ``M`` is not folded.
+  contracts its left operand's first (non-batch) dim on a slow path (several times slower
+  for bfloat16 with AMX and for float32 batched attention products). A transpose through a
+  split of ``M`` is not folded.
   """
   *lead, m, k = x.shape
   split = next((d for d in (64, 32, 16, 8, 4, 2) if m % d == 0 and m > d), 1)
@@ -121,8 +120,7 @@ def gelu(x: jax.Array) -> jax.Array:
   """Exact (erf) GELU, ``x * Phi(x)``, written as ``x (1 + erf(x / sqrt 2)) / 2``.
 
   The same function as ``nn.gelu(x, approximate=False)``, which XLA:CPU evaluates through
-  ``erfc`` at ~3.5x the cost: [1024, 3072] forward 2.80 -> 0.78 ms, vjp 2.00 -> 1.45 ms.
-  Its rounding error is absolute, at most ``|x| * 6e-8`` (``1 + erf`` near -1), where
+  ``erfc`` at several times the cost (bench/RESULTS.md). Its rounding error is absolute, at most ``|x| * 6e-8`` (``1 + erf`` near -1), where
   ``erfc`` kept the far negative tail's relative precision.
   """
   return 0.5 * x * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
@@ -303,8 +301,7 @@ class LayerNorm(nn.Module):
     # On rows [prod(leading dims), D]: flax shapes scale and bias [1, ..., 1, D] for the
     # input's rank, and the gradient of a [1, 1, D] parameter over a [1, T, D] input (one
     # sequence per device) is a reduction over the middle axis alone, which XLA:CPU's
-    # YNNPACK reduction runs ~40x slower than the same sum over the rows of [T, D]
-    # (8.7 vs 0.2 ms for a ViT-B LayerNorm; a ViT-B block fwd+bwd 0.305 -> 0.285 s).
+    # YNNPACK reduction runs far slower than the same sum over the rows of [T, D].
     y = nn.LayerNorm(epsilon=self.epsilon, use_bias=self.use_affine, use_scale=self.use_affine,
                      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(
