@@ -340,18 +340,34 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    block = TransformerBlock
-    if self.remat_policy != "none":
-      block = nn.remat(block, policy=REMAT_POLICIES[self.remat_policy], prevent_cse=not self.scan)
-    args = (self.num_heads, self.mlp_ratio, self.dtype, self.attention)
-    if self.scan:
-      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                      length=self.depth, metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = stack(*args, name="blocks")(x, None)
-    else:
-      for i in range(self.depth):
-        x, _ = block(*args, name=f"block_{i}")(x, None)
+    x = apply_blocks(TransformerBlock, (self.num_heads, self.mlp_ratio, self.dtype,
+                                        self.attention), self.depth, x,
+                     remat_policy=self.remat_policy, scan=self.scan)
     return LayerNorm(name="ln_final")(x)
+
+
+def apply_blocks(block: type[nn.Module], args: tuple, depth: int, x: jax.Array, *context,
+                 remat_policy: str = "none", scan: bool = True) -> jax.Array:
+  """``depth`` blocks ``block(*args)`` applied in turn: ``x, _ = block(x, *context)``.
+
+  Call from a compact method. Rematerialised with ``remat_policy`` (a name of
+  :data:`REMAT_POLICIES`), and stacked with ``nn.scan`` when ``scan`` (parameters
+  ``blocks/...`` with a leading ``layers`` axis; ``context`` is broadcast to every layer),
+  else unrolled (``block_{i}/...``), so compile time and memory need not grow with depth.
+  """
+  if remat_policy != "none":
+    block = nn.remat(block, policy=REMAT_POLICIES[remat_policy], prevent_cse=not scan)
+  if not context:
+    context = (None,)
+  if scan:
+    stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                    in_axes=(nn.broadcast,) * len(context), length=depth,
+                    metadata_params={nn.PARTITION_NAME: "layers"})
+    x, _ = stack(*args, name="blocks")(x, *context)
+  else:
+    for i in range(depth):
+      x, _ = block(*args, name=f"block_{i}")(x, *context)
+  return x
 
 
 class ModLN(nn.Module):

@@ -184,20 +184,9 @@ class TriplaneTransformer(nn.Module):
 
   @nn.compact
   def __call__(self, x, image_tokens, cond):
-    block = DecoderBlock
-    if self.remat_policy != "none":
-      block = nn.remat(block, policy=layers.REMAT_POLICIES[self.remat_policy],
-                       prevent_cse=not self.scan)
-    if self.scan:
-      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                      in_axes=(nn.broadcast, nn.broadcast), length=self.depth,
-                      metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = stack(self.num_heads, self.mlp_ratio, self.dtype, self.attention,
-                   name="blocks")(x, image_tokens, cond)
-    else:
-      for i in range(self.depth):
-        x, _ = block(self.num_heads, self.mlp_ratio, self.dtype, self.attention,
-                     name=f"block_{i}")(x, image_tokens, cond)
+    x = layers.apply_blocks(DecoderBlock, (self.num_heads, self.mlp_ratio, self.dtype,
+                                           self.attention), self.depth, x, image_tokens,
+                            cond, remat_policy=self.remat_policy, scan=self.scan)
     return layers.LayerNorm(name="ln_final")(x)
 
 

@@ -270,19 +270,10 @@ class DinoViT(nn.Module):
           nn.initializers.normal(0.02), (None, None, "embed")), (1, self.num_registers, d))
       x = jnp.concatenate([x[:, :1], jnp.broadcast_to(reg, (b, self.num_registers, d)),
                            x[:, 1:]], axis=1)  # [B, 1 + R + T, D]
-    block = DinoBlock
-    if self.remat_policy != "none":
-      block = nn.remat(block, policy=layers.REMAT_POLICIES[self.remat_policy],
-                       prevent_cse=not self.scan)
     args = (self.num_heads, self.mlp_dim, self.layer_scale, self.epsilon, self.dtype,
             self.attention)
-    if self.scan:
-      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                      length=self.depth, metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = stack(*args, name="blocks")(x, None)
-    else:
-      for i in range(self.depth):
-        x, _ = block(*args, name=f"block_{i}")(x, None)
+    x = layers.apply_blocks(DinoBlock, args, self.depth, x, remat_policy=self.remat_policy,
+                            scan=self.scan)
     return layers.LayerNorm(epsilon=self.epsilon, name="ln_final")(x)
 
 
