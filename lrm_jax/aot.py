@@ -314,7 +314,6 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-  from absl import app
-  from lrm_jax import config_loading
+  from lrm_jax import cli, config_loading
   _define_flags()
-  app.run(main, flags_parser=config_loading.flags_parser)
+  cli.run(main, flags_parser=config_loading.flags_parser)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from lrm_jax import config_loading
+from lrm_jax import cli, config_loading
 
 
 
@@ -59,4 +59,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main, flags_parser=config_loading.flags_parser)
+  cli.run(main, flags_parser=config_loading.flags_parser)

@@ -8,9 +8,9 @@ Multi-host: ``--coordinator=HOST:PORT --num_processes=N --process_id=I`` (TPU po
 are detected automatically). See README "Scale out".
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from lrm_jax import config_loading
+from lrm_jax import cli, config_loading
 
 config_loading.define_config_flag()
 flags.declare_key_flag("config")
@@ -31,7 +31,7 @@ def main(argv):
     summary = trainer.train_and_evaluate(config_loading.config_from_command_line(),
                                          _WORKDIR.value)
   except trainer.NonFiniteLossError as e:
-    raise SystemExit(f"error: {e}") from e
+    raise SystemExit(f"{cli.program_name()}: error: {e}") from e
   if distributed:
     # Leave together, before interpreter shutdown tears down orbax's and grain's threads:
     # the coordination service's shutdown barrier waits for every process.
@@ -44,4 +44,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=config_loading.flags_parser)
+  cli.run(main, flags_parser=config_loading.flags_parser)

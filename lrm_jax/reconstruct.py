@@ -23,9 +23,10 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from lrm_jax import cameras as cam
+from lrm_jax import cli
 from lrm_jax.io import images as image_io
 from lrm_jax.io import video
 
@@ -142,4 +143,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -22,7 +22,7 @@ LAYERS = {
     "lrm_jax.errors": 0,
     "lrm_jax.config_values": 1,
     "lrm_jax.config_defaults": 2, "lrm_jax.config_loading": 2, "lrm_jax.cameras": 2,
-    "lrm_jax.parallel": 2,
+    "lrm_jax.parallel": 2, "lrm_jax.cli": 2,
     "lrm_jax.representations": 3,
     "lrm_jax.io": 4, "lrm_jax.convert": 4,
     "lrm_jax.render.splat_constants": 4,  # shared by the renderer and its kernels

@@ -224,11 +224,11 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from absl import app, flags
-  from lrm_jax import config_loading
+  from absl import flags
+  from lrm_jax import cli, config_loading
   config_loading.define_config_flag()
   flags.declare_key_flag("config")
   flags.DEFINE_string("weights", None, "local .safetensors / .bin / .pth / .npz")
   flags.DEFINE_string("out", None, "output .npz (flattened param paths)")
   flags.mark_flags_as_required(["weights", "out"])
-  app.run(main, flags_parser=config_loading.flags_parser)
+  cli.run(main, flags_parser=config_loading.flags_parser)

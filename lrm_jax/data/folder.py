@@ -27,13 +27,10 @@ import numpy as np
 from PIL import Image
 
 from lrm_jax import cameras as cam
+from lrm_jax.errors import DataError
 
 LAYOUTS = ("transforms.json", "opencv_cameras.json", "openlrm")
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".PNG", ".JPG", ".JPEG")
-
-
-class DataError(ValueError):
-  """Bad or missing input data; the message names the file and the problem."""
 
 
 @dataclasses.dataclass

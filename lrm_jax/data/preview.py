@@ -10,9 +10,9 @@ their depths (near = bright). Any ``--config.data.*`` override works, e.g.
 from __future__ import annotations
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from lrm_jax import config_loading
+from lrm_jax import cli, config_loading
 from lrm_jax.data import pipeline
 from lrm_jax.io import images as image_io
 
@@ -49,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=config_loading.flags_parser)
+  cli.run(main, flags_parser=config_loading.flags_parser)

@@ -84,8 +84,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from absl import app, flags
-  from lrm_jax import config_loading
+  from absl import flags
+  from lrm_jax import cli, config_loading
   config_loading.define_config_flag()
   flags.declare_key_flag("config")
   flags.DEFINE_string("source", None, "source spec (default: the config's data.source)")
@@ -94,4 +94,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("num_train", 0, "train examples (0: all)")
   flags.DEFINE_integer("num_eval", 0, "validation examples (0: all)")
   flags.mark_flags_as_required(["name", "data_dir"])
-  app.run(main, flags_parser=config_loading.flags_parser)
+  cli.run(main, flags_parser=config_loading.flags_parser)

@@ -38,8 +38,8 @@ import numpy as np
 from absl import app, flags
 
 from lrm_jax import cameras as cam
-from lrm_jax import config_loading
-from lrm_jax.errors import ConfigError, DataError
+from lrm_jax import cli, config_loading
+from lrm_jax.errors import DataError
 from lrm_jax.io import images as images_io
 from lrm_jax.io import video
 from lrm_jax.train import metrics
@@ -179,7 +179,9 @@ def main(prog: str, run: Callable, defaults: ml_collections.ConfigDict, steps: i
   def app_main(_):
     try:
       run(options_from_flags(extra_flags), config_with_overrides(defaults))
-    except (ConfigError, DataError) as e:
+    except cli.USER_ERRORS as e:
+      if FLAGS.debug:
+        raise
       print(f"{prog}: error: {e}", file=sys.stderr)
       sys.exit(2)
 

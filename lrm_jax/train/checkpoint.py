@@ -12,10 +12,16 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+
+from lrm_jax.errors import DataError
+
+# Checkpoints that fail to restore are moved here (beside ``checkpoints/``), never deleted.
+UNREADABLE_DIR = "checkpoints.unreadable"
 
 
 def _abs(path: str) -> str:
@@ -46,10 +52,11 @@ def use_coordination_service_barriers() -> bool:
 class Checkpointer:
   """A ``CheckpointManager`` with two items: ``state`` (pytree) and ``data`` (iterator)."""
 
-  def __init__(self, directory: str, keep: int = 3, async_save: bool = False):
+  def __init__(self, directory: str, keep: int = 3, async_save: bool = False,
+               create: bool = True):
     use_coordination_service_barriers()
     self.directory = _abs(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
                                            enable_async_checkpointing=async_save)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=("state", "data"))
@@ -77,6 +84,54 @@ class Checkpointer:
       items["data"] = grain.checkpoint.CheckpointRestore(iterator)
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     return restored["state"]
+
+  def restore_newest_readable(self, abstract_state, iterator=None):
+    """Restores the newest checkpoint that restores: ``(state, step, failures)``.
+
+    A checkpoint whose ``state`` or ``data`` item fails to restore (a truncated array file,
+    a missing item, an empty iterator file) is moved aside to ``checkpoints.unreadable/``
+    (by process 0; never deleted) and the next older one is tried. ``failures`` lists
+    ``"step S (item): reason"`` for each one moved. Raises ``DataError`` listing every
+    attempt when none restores.
+    """
+    failures = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      item = "state"
+      try:
+        state = self.restore(abstract_state, None, step)
+        item = "data"
+        if iterator is not None:
+          self._restore_iterator(iterator, step)
+        return state, step, failures
+      except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore raise many
+        reason = " ".join(str(e).split())[:300] or type(e).__name__
+        failures.append(f"step {step} ({item}): {type(e).__name__}: {reason}")
+        self._move_aside(step)
+    tried = "; ".join(failures) or "no checkpoints"
+    raise DataError(f"no checkpoint in {self.directory} can be restored ({tried}). The "
+                    f"unreadable ones were moved to {self._unreadable_dir()}.")
+
+  def _restore_iterator(self, iterator, step: int) -> None:
+    if not os.path.isdir(os.path.join(self.directory, str(step), "data")):
+      raise FileNotFoundError(f"no 'data' item (the data iterator) in step {step}")
+    self.manager.restore(step, args=ocp.args.Composite(
+        data=grain.checkpoint.CheckpointRestore(iterator)))
+
+  def _unreadable_dir(self) -> str:
+    return os.path.join(os.path.dirname(self.directory), UNREADABLE_DIR)
+
+  def _move_aside(self, step: int) -> None:
+    """Moves ``step`` out of the manager's directory (process 0), then all processes
+    re-read the directory."""
+    if jax.process_index() == 0:
+      os.makedirs(self._unreadable_dir(), exist_ok=True)
+      target = os.path.join(self._unreadable_dir(), f"{step}.{int(time.time())}")
+      os.rename(os.path.join(self.directory, str(step)), target)
+      print(f"warning: checkpoint step {step} could not be restored; moved it to {target}.")
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f"checkpoint_moved_aside_{step}")
+    self.manager.reload()
 
   def restore_params(self, abstract_params, step: int | None = None):
     """Only the parameters (for ``init_from``): ``state.params`` of a checkpoint."""

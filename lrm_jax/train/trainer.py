@@ -20,6 +20,7 @@ from lrm_jax.data import pipeline
 from lrm_jax.train import checkpoint as ckpt_lib
 from lrm_jax.train import evaluation
 from lrm_jax.train import losses
+from lrm_jax.train import run_state
 from lrm_jax.train import setup
 from lrm_jax.train.logger import MetricLogger
 
@@ -28,17 +29,14 @@ class NonFiniteLossError(RuntimeError):
   """The loss or gradients became NaN/inf; the last good checkpoint was kept."""
 
 
-def _write_config(config, workdir):
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-
-
 def _restore(config, fam, ckpt, abstract, init, rng, iterator):
-  """Resume order: the workdir's checkpoint > config.resume > config.init_from > scratch
-  (scratch includes the family's pretrained weights, ``Family.load_pretrained``)."""
+  """Resume order: the workdir's newest readable checkpoint > config.resume >
+  config.init_from > scratch (scratch includes the family's pretrained weights,
+  ``Family.load_pretrained``)."""
   if ckpt.latest_step() is not None:
-    return ckpt.restore(abstract, iterator), f"workdir checkpoint step {ckpt.latest_step()}"
+    state, step, failures = ckpt.restore_newest_readable(abstract, iterator)
+    skipped = f"; {len(failures)} newer unreadable one(s) moved aside" if failures else ""
+    return state, f"workdir checkpoint step {step}{skipped}"
   if config.resume:
     other = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(config.resume))
     state = other.restore(abstract, iterator)
@@ -59,13 +57,32 @@ def _restore(config, fam, ckpt, abstract, init, rng, iterator):
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint); returns the summary."""
+  """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint); returns the summary.
+
+  A finished workdir (a checkpoint at or past ``total_steps``) is left as it is: the run
+  says so and returns its summary. To train longer, raise ``total_steps``.
+  """
   t_start = time.time()
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  _write_config(config, workdir)
   is_main = jax.process_index() == 0
+  probe = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), create=False)
+  latest = probe.latest_step()
+  probe.close()
+  if latest is not None and latest >= config.total_steps:
+    if is_main:
+      print(f"{workdir} is finished: its checkpoint is at step {latest} and total_steps is "
+            f"{config.total_steps}; nothing to do (to train longer, raise "
+            f"--config.total_steps).")
+    return dict(run_state.read_summary(workdir) or {}, finished=True)
+  with run_state.WorkdirLock(workdir, enabled=is_main):
+    if is_main:
+      run_state.record_config(config, workdir, latest)
+    return _train(config, workdir, t_start, is_main)
 
+
+def _train(config, workdir: str, t_start: float, is_main: bool) -> dict:
+  """The loop of :func:`train_and_evaluate` (the workdir is locked)."""
   # ---- Model, optimiser, shapes and shardings (one setup path: train/setup.py) ----------
   perceptual = losses.Perceptual.from_config(config)
   program = setup.build(config, perceptual=perceptual)
@@ -86,6 +103,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                              program.init_rng(), train_iter)
     start_step = int(jax.device_get(state.step))
     if is_main:
+      run_state.trim_metrics(workdir, start_step)  # rows of steps this run redoes
       print(f"{config.family}-{config.variant}: {n_params:,} parameters; mesh "
             f"{dict(mesh.shape)}; start at step {start_step} ({origin}).")
     p_step = None

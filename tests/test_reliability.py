@@ -1,0 +1,157 @@
+"""Nothing lost, nothing silently wrong: a finished workdir is left alone, config changes are
+recorded, each step is logged once, one process per workdir, unreadable checkpoints are
+moved aside (never deleted), and commands end on user errors with one line and status 2.
+
+The runs use the toy family (tests/toy/), which compiles in a second: what is tested here
+is the trainer's handling of the workdir, the same for every family.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lrm_jax.config_loading import load_config
+from lrm_jax.errors import ConfigError, DataError
+from lrm_jax.train import run_state
+from lrm_jax.train import trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOY = "tests/toy/config.py"
+
+
+def toy(*overrides):
+  return load_config(TOY, ["total_steps=4", "eval_every=4", "checkpoint_every=1",
+                           "keep_checkpoints=4", *overrides])
+
+
+def snapshot(workdir: str) -> dict:
+  """``{relative path: sha256}`` of every file under ``workdir``."""
+  out = {}
+  for path in glob.glob(os.path.join(workdir, "**", "*"), recursive=True):
+    if os.path.isfile(path):
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, workdir)] = hashlib.sha256(f.read()).hexdigest()
+  return out
+
+
+def steps_logged(workdir: str) -> list[int]:
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  return [r["step"] for r in rows if "loss" in r]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("finished"))
+  trainer.train_and_evaluate(toy(), workdir)
+  return workdir
+
+
+def test_a_finished_workdir_is_left_alone(finished):
+  before = snapshot(finished)
+  assert "summary.json" in before and "config.json" in before
+  summary = trainer.train_and_evaluate(toy(), finished)
+  assert summary["finished"] and summary["eval"]["num_scenes"] == 2
+  summary = trainer.train_and_evaluate(toy("total_steps=0"), finished)
+  assert summary["finished"]
+  assert snapshot(finished) == before
+
+
+def test_resume_records_changed_keys_and_logs_each_step_once(tmp_path, capsys):
+  workdir = str(tmp_path)
+  trainer.train_and_evaluate(toy("stop_at_step=2", "log_every=1"), workdir)
+  original = open(os.path.join(workdir, "config.json")).read()
+  assert steps_logged(workdir) == [1, 2]
+  # Rows of a step past the checkpoint (a crash after logging, before saving) are redone.
+  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+    f.write(json.dumps({"step": 3, "loss": 1.0}) + "\n" + '{"step": 4, "lo')
+  trainer.train_and_evaluate(toy("log_every=1", "optimizer.lr=0.01"), workdir)
+  assert steps_logged(workdir) == [1, 2, 3, 4]
+  assert open(os.path.join(workdir, "config.json")).read() == original
+  record = json.load(open(os.path.join(workdir, "config.2.json")))
+  assert record["optimizer"]["lr"] == 0.01 and record["stop_at_step"] == -1
+  out = capsys.readouterr().out
+  assert "changed config (optimizer.lr, stop_at_step)" in out and "config.2.json" in out
+  assert run_state.changed_keys({"a": {"b": 1}}, {"a": {"b": 2}, "c": 3}) == ["a.b", "c"]
+
+
+def test_a_second_process_on_a_workdir_fails_at_once(tmp_path, capsys):
+  workdir = str(tmp_path)
+  lock = os.path.join(workdir, run_state.LOCK_NAME)
+  with open(lock, "w") as f:  # a live process (this test's parent) holds it
+    json.dump({"host": os.uname().nodename, "pid": os.getppid(), "since": 0}, f)
+  with pytest.raises(ConfigError, match=rf"in use by pid {os.getppid()} on host"):
+    trainer.train_and_evaluate(toy("total_steps=1"), workdir)
+  assert os.listdir(workdir) == [run_state.LOCK_NAME]  # nothing else was written
+  with open(lock, "w") as f:  # a process that is gone: the lock is stale
+    json.dump({"host": os.uname().nodename, "pid": 2**22 + 17, "since": 0}, f)
+  trainer.train_and_evaluate(toy("total_steps=1"), workdir)
+  assert "removing the stale lock" in capsys.readouterr().out
+  assert not os.path.exists(lock)  # released at the end
+
+
+def _damage(workdir: str, step: int, how: str) -> None:
+  root = os.path.join(workdir, "checkpoints", str(step))
+  if how == "truncate":  # every array data file of the state cut to 10 bytes
+    files = glob.glob(os.path.join(root, "state", "**", "d", "*"), recursive=True)
+    assert files, os.listdir(os.path.join(root, "state"))
+    for p in files:
+      with open(p, "r+b") as f:
+        f.truncate(10)
+  elif how == "no_state":
+    import shutil
+    shutil.rmtree(os.path.join(root, "state"))
+  elif how == "empty_data":  # the data iterator's state file, emptied
+    for p in glob.glob(os.path.join(root, "data", "process_*.json")):
+      open(p, "w").close()
+
+
+@pytest.mark.parametrize("how", ["truncate", "no_state", "empty_data"])
+def test_an_unreadable_newest_checkpoint_is_moved_aside(tmp_path, how, capsys):
+  workdir = str(tmp_path)
+  trainer.train_and_evaluate(toy("stop_at_step=3"), workdir)
+  _damage(workdir, 3, how)
+  summary = trainer.train_and_evaluate(toy(), workdir)
+  out = capsys.readouterr().out
+  assert "checkpoint step 3 could not be restored" in out
+  assert "start at step 2 (workdir checkpoint step 2; 1 newer unreadable" in out
+  assert summary["steps"] == 4
+  moved = os.listdir(os.path.join(workdir, "checkpoints.unreadable"))
+  assert len(moved) == 1 and moved[0].startswith("3.")  # kept, never deleted
+
+
+def test_when_no_checkpoint_restores_the_error_lists_them(tmp_path):
+  workdir = str(tmp_path)
+  trainer.train_and_evaluate(toy("stop_at_step=2"), workdir)
+  for step in (1, 2):
+    _damage(workdir, step, "no_state")
+  with pytest.raises(DataError, match=r"can be restored \(step 2 \(state\).*step 1 \(state\)"):
+    trainer.train_and_evaluate(toy(), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints.unreadable")))[0][:2] == "1."
+
+
+def _command(*args, **env):
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True,
+                        text=True, timeout=300, env=dict(os.environ, **env))
+
+
+def test_commands_print_one_line_for_user_errors(tmp_path):
+  proc = _command("lrm_jax.main", f"--config={TOY}", f"--workdir={tmp_path}",
+                  "--config.data.batchsize=3")
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr.strip() == ("python -m lrm_jax.main: error: unknown config key "
+                                 "'data.batchsize'. Did you mean 'data.batch_size'?")
+  assert not os.listdir(tmp_path)
+  proc = _command("lrm_jax.evaluate", f"--workdir={tmp_path}/missing")
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  assert "missing/config.json not found" in proc.stderr
+  proc = _command("lrm_jax.main", f"--config={TOY}", f"--workdir={tmp_path}",
+                  "--config.model.hidden=many", "--debug")
+  assert proc.returncode != 0 and "Traceback" in proc.stderr
+  assert "expected an integer, got 'many'" in proc.stderr
