@@ -85,6 +85,10 @@ def data_config() -> ml_collections.ConfigDict:
   d.up_axis = "y"  # up axis of the .obj file; our world is z-up
   # Folder/tfds sources: which part holds evaluation scenes ("" to use the same data).
   d.eval_fraction = 0.1
+  # Folder sources: an all-transparent view is a "warn"ing or an "error"; camera files may
+  # name images outside their scene folder only if allowed.
+  d.transparent_views = "warn"
+  d.allow_outside_paths = False
   return d
 
 

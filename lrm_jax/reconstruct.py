@@ -56,9 +56,11 @@ def _spread(n_total: int, n: int) -> np.ndarray:
 def inputs_from_folder(path: str, config) -> dict:
   """``num_input_views`` views of a posed-image folder, at the model's input size."""
   from lrm_jax.data.folder import FolderScenes
-  src = FolderScenes(path, resolution=config.data.input_size,
-                     background=tuple(config.data.background), normalize="object",
-                     object_radius=CAMERA_RADIUS)
+  d = config.data
+  src = FolderScenes(path, resolution=d.input_size, background=tuple(d.background),
+                     normalize="object", object_radius=CAMERA_RADIUS,
+                     transparent_views=d.get("transparent_views", "warn"),
+                     allow_outside_paths=d.get("allow_outside_paths", False))
   ex = src[0]
   idx = _spread(ex["images"].shape[0], config.data.num_input_views)
   return {k: ex[k][idx] for k in ("images", "masks", "c2w", "intrinsics")}

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from lrm_jax.config_loading import load_config
@@ -155,3 +156,115 @@ def test_commands_print_one_line_for_user_errors(tmp_path):
                   "--config.model.hidden=many", "--debug")
   assert proc.returncode != 0 and "Traceback" in proc.stderr
   assert "expected an integer, got 'many'" in proc.stderr
+
+
+# ---- Input validation at the edge: images ----------------------------------------------
+
+def _grey(h=4, w=5):
+  return (np.arange(h * w).reshape(h, w) * 12).astype(np.uint8)  # 0 .. 228
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "I;16", "I", "F", "P", "RGB", "RGBA",
+                                  "CMYK"])
+def test_every_image_mode_reads_as_float_rgb_and_mask(tmp_path, mode):
+  from PIL import Image
+  from lrm_jax.data import folder
+  g = _grey()
+  rgb8 = np.stack([g, 255 - g, g // 2], -1)
+  alpha8 = np.where(g > 100, 255, 0).astype(np.uint8)
+  expected_alpha = None
+  if mode == "1":
+    im, expected = Image.fromarray(g > 100), np.repeat((g > 100)[..., None], 3, -1) * 1.0
+  elif mode == "L":
+    im, expected = Image.fromarray(g), np.repeat(g[..., None], 3, -1) / 255.0
+  elif mode == "LA":
+    im = Image.fromarray(np.stack([g, alpha8], -1), "LA")
+    expected, expected_alpha = np.repeat(g[..., None], 3, -1) / 255.0, alpha8 / 255.0
+  elif mode in ("I;16", "I"):
+    g16 = g.astype(np.uint16) * 257  # the full 16-bit range: 228 * 257 = 58596
+    im = Image.fromarray(g16) if mode == "I;16" else Image.fromarray(g16.astype(np.int32))
+    expected = np.repeat(g16[..., None], 3, -1) / 65535.0
+  elif mode == "F":
+    im = Image.fromarray((g / 255.0).astype(np.float32))
+    expected = np.repeat(g[..., None], 3, -1) / 255.0
+  elif mode == "P":
+    im = Image.fromarray(rgb8).quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    expected = np.asarray(im.convert("RGB")) / 255.0
+  elif mode == "RGB":
+    im, expected = Image.fromarray(rgb8), rgb8 / 255.0
+  elif mode == "RGBA":
+    im = Image.fromarray(np.concatenate([rgb8, alpha8[..., None]], -1), "RGBA")
+    expected, expected_alpha = rgb8 / 255.0, alpha8 / 255.0
+  else:  # CMYK: PIL's own conversion is the reference
+    im = Image.fromarray(rgb8).convert("CMYK")
+    expected = np.asarray(im.convert("RGB")) / 255.0
+  assert im.mode == mode
+  path = str(tmp_path / ("im.tiff" if mode in ("F", "I", "CMYK") else "im.png"))
+  im.save(path)
+  with Image.open(path) as back:
+    assert back.mode == mode or (mode == "I;16" and back.mode.startswith("I")), back.mode
+  rgb, mask = folder.load_image(path, background=(0.0, 0.0, 0.0))
+  assert rgb.dtype == np.float32 and rgb.shape == (4, 5, 3) and mask.shape == (4, 5, 1)
+  if expected_alpha is None:
+    np.testing.assert_array_equal(mask, 1.0)
+  else:
+    np.testing.assert_allclose(mask[..., 0], expected_alpha, atol=1e-6)
+    expected = expected * expected_alpha[..., None]  # composited on black
+  np.testing.assert_allclose(rgb, expected, atol=1e-6)
+
+
+def test_unreadable_images_name_the_file(tmp_path, monkeypatch):
+  from PIL import Image
+  from lrm_jax.data import folder
+  bad = tmp_path / "float.tiff"
+  Image.fromarray(np.full((4, 4), 7.5, np.float32)).save(bad)
+  with pytest.raises(DataError, match=r"float.tiff: 32-bit float image with values outside"):
+    folder.load_image(str(bad))
+  big = tmp_path / "bomb.png"
+  Image.fromarray(np.zeros((64, 64), np.uint8)).save(big)
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 // 4)  # > 2x the limit: an error
+  with pytest.raises(DataError, match=r"bomb.png: image too large to read safely"):
+    folder.load_image(str(big))
+  junk = tmp_path / "junk.png"
+  junk.write_bytes(b"not a png")
+  with pytest.raises(DataError, match="junk.png: cannot decode image"):
+    folder.load_image(str(junk))
+
+
+def _scene(tmp_path, alpha=True):
+  from tests import data_fixtures as fx
+  root = str(tmp_path / "scene")
+  c2w, k = fx.scene_cameras(3, 8, 8)
+  fx.write_opencv(root, c2w, k, 8, 8)
+  return root
+
+
+def test_an_all_transparent_view_is_a_warning_or_an_error(tmp_path, capsys):
+  from PIL import Image
+  from lrm_jax.data import folder
+  root = _scene(tmp_path)
+  manifest = json.load(open(os.path.join(root, "opencv_cameras.json")))
+  first = os.path.normpath(os.path.join(root, manifest["frames"][0]["file_path"]))
+  Image.fromarray(np.zeros((8, 8, 4), np.uint8), "RGBA").save(first)
+  ex = folder.FolderScenes(root)[0]
+  assert ex["images"].shape[0] == 3
+  assert f"warning: {first}: alpha is zero everywhere" in capsys.readouterr().out
+  with pytest.raises(DataError, match="alpha is zero everywhere"):
+    folder.FolderScenes(root, transparent_views="error")[0]
+
+
+def test_camera_files_cannot_read_outside_their_scene(tmp_path):
+  from lrm_jax.data import folder
+  root = _scene(tmp_path)
+  path = os.path.join(root, "opencv_cameras.json")
+  manifest = json.load(open(path))
+  outside = tmp_path / "secret.png"
+  import shutil
+  shutil.copy(os.path.join(root, manifest["frames"][1]["file_path"]), outside)
+  for name in ("../secret.png", str(outside)):
+    manifest["frames"][1]["file_path"] = name
+    json.dump(manifest, open(path, "w"))
+    with pytest.raises(DataError, match="points outside the scene folder"):
+      folder.read_scene_cameras(root)
+    scene = folder.read_scene_cameras(root, allow_outside=True)
+    assert scene.image_paths[1] == str(outside)

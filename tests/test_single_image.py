@@ -10,6 +10,7 @@ from PIL import Image
 from lrm_jax import cameras as cam
 from lrm_jax.config_loading import load_config
 from lrm_jax.data import single_image
+from lrm_jax.errors import DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGES = sorted(glob.glob(os.path.join(REPO, "..", "shared", "data", "single_images", "*.png")))
@@ -80,7 +81,7 @@ def test_textured_rgb_without_background_is_the_whole_image(tmp_path):
 
 def test_bad_inputs_raise(tmp_path):
   config = load_config("configs/lrm.py:tiny")
-  with pytest.raises(FileNotFoundError, match="missing.png"):
+  with pytest.raises(DataError, match="missing.png"):
     single_image.load_input(str(tmp_path / "missing.png"), config)
   (tmp_path / "broken.png").write_bytes(b"not an image")
   with pytest.raises(ValueError, match="broken.png"):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import json
+import logging
 import math
 import os
 
@@ -27,7 +28,8 @@ import numpy as np
 from PIL import Image
 
 from lrm_jax import cameras as cam
-from lrm_jax.errors import DataError
+from lrm_jax.errors import ConfigError, DataError
+from lrm_jax.io import images as image_io
 
 LAYOUTS = ("transforms.json", "opencv_cameras.json", "openlrm")
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".PNG", ".JPG", ".JPEG")
@@ -112,10 +114,22 @@ def _matrix(value, shape, path: str, what: str) -> np.ndarray:
   return m
 
 
-def _resolve_image(root: str, file_path: str, manifest: str) -> str:
-  """Finds the image a camera entry names (with or without extension)."""
+def _resolve_image(root: str, file_path: str, manifest: str,
+                   allow_outside: bool = False) -> str:
+  """Finds the image a camera entry names (with or without extension).
+
+  The path must stay inside the scene folder (no ``..`` out of it, no absolute path
+  elsewhere, no symbolic link out of it) unless ``allow_outside``
+  (``data.allow_outside_paths``): a camera file from elsewhere must not read any file.
+  """
   path = file_path if os.path.isabs(file_path) else os.path.join(root, file_path)
   path = os.path.normpath(path)
+  if not allow_outside:
+    inside = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if os.path.commonpath([inside, real]) != inside:
+      raise DataError(f"{manifest}: image path {file_path!r} points outside the scene folder "
+                      f"{root}; set data.allow_outside_paths=True if that is intended.")
   if os.path.isfile(path):
     return path
   for ext in _IMAGE_EXTS:
@@ -137,7 +151,7 @@ def _check_poses(c2w: np.ndarray, names: list[str], manifest: str) -> None:
     cam.validate_c2w(m, f"{manifest} (camera {names[i]!r})")
 
 
-def _read_blender(root: str, need_images: bool) -> SceneCameras:
+def _read_blender(root: str, need_images: bool, allow_outside: bool = False) -> SceneCameras:
   files = [os.path.join(root, "transforms.json")]
   if not os.path.isfile(files[0]):
     files = sorted(glob.glob(os.path.join(root, "transforms_*.json")))
@@ -151,10 +165,10 @@ def _read_blender(root: str, need_images: bool) -> SceneCameras:
       where = f" in frame {k}"
       fp = _field(frame, "file_path", manifest, where)
       if need_images:
-        path = _resolve_image(root, fp, manifest)
+        path = _resolve_image(root, fp, manifest, allow_outside)
       else:
         try:
-          path = _resolve_image(root, fp, manifest)
+          path = _resolve_image(root, fp, manifest, allow_outside)
         except DataError:
           path = os.path.normpath(os.path.join(root, fp))
       pose = _matrix(_field(frame, "transform_matrix", manifest, where), [(4, 4), (3, 4)],
@@ -193,7 +207,7 @@ def _read_blender(root: str, need_images: bool) -> SceneCameras:
   return _finish(root, "transforms.json", paths, c2w, np.asarray(intr), sizes, files[0])
 
 
-def _read_opencv(root: str, need_images: bool) -> SceneCameras:
+def _read_opencv(root: str, need_images: bool, allow_outside: bool = False) -> SceneCameras:
   manifest = os.path.join(root, "opencv_cameras.json")
   meta = _load_json(manifest)
   frames = _field(meta, "frames", manifest) if isinstance(meta, dict) else meta
@@ -208,8 +222,8 @@ def _read_opencv(root: str, need_images: bool) -> SceneCameras:
       w2c = cam.to_homogeneous(w2c)
     w2cs.append(w2c)
     fp = _field(frame, "file_path", manifest, where)
-    path = _resolve_image(root, fp, manifest) if need_images else os.path.normpath(
-        os.path.join(root, fp))
+    path = (_resolve_image(root, fp, manifest, allow_outside) if need_images
+            else os.path.normpath(os.path.join(root, fp)))
     intr.append([float(_field(frame, key, manifest, where)) for key in ("fx", "fy", "cx", "cy")])
     if "w" in frame and "h" in frame:
       sizes.append((int(frame["h"]), int(frame["w"])))
@@ -248,7 +262,7 @@ def _openlrm_intrinsics(path: str) -> tuple[np.ndarray, tuple[int, int] | None]:
                   "([[fx, fy], [cx, cy], [w, h]]), [3, 3] K or [4] (fx, fy, cx, cy).")
 
 
-def _read_openlrm(root: str, need_images: bool) -> SceneCameras:
+def _read_openlrm(root: str, need_images: bool, allow_outside: bool = False) -> SceneCameras:
   k_path = os.path.join(root, "intrinsics.npy")
   k, size = _openlrm_intrinsics(k_path)
   pose_files = sorted(glob.glob(os.path.join(root, "pose", "*.npy")))
@@ -298,31 +312,46 @@ def _finish(root, layout, paths, c2w, intr, sizes, manifest) -> SceneCameras:
                       np.asarray(intr, np.float32), h, w)
 
 
-def read_scene_cameras(root: str, need_images: bool = True) -> SceneCameras:
-  """Reads the cameras (and image paths) of one scene folder in any supported layout."""
+def read_scene_cameras(root: str, need_images: bool = True,
+                       allow_outside: bool = False) -> SceneCameras:
+  """Reads the cameras (and image paths) of one scene folder in any supported layout;
+  image paths must stay inside ``root`` unless ``allow_outside``."""
   layout = detect_layout(root)
   reader = {"transforms.json": _read_blender, "opencv_cameras.json": _read_opencv,
             "openlrm": _read_openlrm}[layout]
-  return reader(root, need_images)
+  return reader(root, need_images, allow_outside)
 
 
 def load_image(path: str, background=(1.0, 1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
   """Reads an image as float32 ``rgb [H, W, 3]`` composited on ``background`` and
-  ``mask [H, W, 1]`` (alpha, or ones for images without alpha)."""
-  if not os.path.isfile(path):
-    raise DataError(f"{path}: image not found.")
-  try:
-    with Image.open(path) as im:
-      im.load()
-      has_alpha = im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info)
-      arr = np.asarray(im.convert("RGBA" if has_alpha else "RGB"), np.float32) / 255.0
-  except OSError as e:
-    raise DataError(f"{path}: cannot decode image ({e}).") from e
-  if has_alpha:
-    alpha = arr[..., 3:4]
-    rgb = arr[..., :3] * alpha + np.asarray(background, np.float32) * (1.0 - alpha)
-    return rgb, alpha
-  return arr, np.ones(arr.shape[:2] + (1,), np.float32)
+  ``mask [H, W, 1]`` (alpha, or ones for images without alpha).
+
+  Every PIL mode a capture may hold (:func:`lrm_jax.io.images.read_image`); bad files
+  raise :class:`DataError` naming them.
+  """
+  rgb, alpha = image_io.read_image(path)
+  if alpha is not None:
+    rgb = rgb * alpha + np.asarray(background, np.float32) * (1.0 - alpha)
+    return rgb.astype(np.float32), alpha
+  return rgb.astype(np.float32), np.ones(rgb.shape[:2] + (1,), np.float32)
+
+
+def check_visible(path: str, mask: np.ndarray, on_transparent: str = "warn") -> None:
+  """A view whose alpha is zero everywhere shows nothing: a warning naming the file
+  (``"warn"``, once per file) or a :class:`DataError` (``"error"``)."""
+  if np.any(mask > 0):
+    return
+  message = (f"{path}: alpha is zero everywhere; the view is plain background "
+             "(data.transparent_views=error makes this an error).")
+  if on_transparent == "error":
+    raise DataError(message)
+  if path not in _WARNED:
+    _WARNED.add(path)
+    logging.warning(message)
+    print(f"warning: {message}")
+
+
+_WARNED: set[str] = set()
 
 
 def resize_view(rgb: np.ndarray, mask: np.ndarray, intrinsics: np.ndarray,
@@ -351,10 +380,18 @@ class FolderScenes:
     background: RGBA images are composited onto this colour; alpha becomes the mask.
     normalize: ``"none"``, ``"object"`` (cameras rescaled so the mean camera distance to the
       origin is ``object_radius``) or ``"scene"`` (Long-LRM: average pose, max translation).
+    transparent_views: an all-transparent view is a warning (``"warn"``) or an error.
+    allow_outside_paths: let camera files name images outside the scene folder.
   """
 
   def __init__(self, root: str, resolution: int | None = None, background=(1.0, 1.0, 1.0),
-               normalize: str = "none", object_radius: float = 2.0, scenes=None):
+               normalize: str = "none", object_radius: float = 2.0, scenes=None,
+               transparent_views: str = "warn", allow_outside_paths: bool = False):
+    if transparent_views not in ("warn", "error"):
+      raise ConfigError(f"data.transparent_views must be 'warn' or 'error', got "
+                        f"{transparent_views!r}.")
+    self.transparent_views = transparent_views
+    self.allow_outside_paths = allow_outside_paths
     self.root = root
     self.resolution = resolution
     self.background = tuple(float(b) for b in background)
@@ -371,13 +408,15 @@ class FolderScenes:
 
   def subset(self, indices) -> "FolderScenes":
     return FolderScenes(self.root, self.resolution, self.background, self.normalize,
-                        self.object_radius, [self.scenes[i] for i in indices])
+                        self.object_radius, [self.scenes[i] for i in indices],
+                        self.transparent_views, self.allow_outside_paths)
 
   def __getitem__(self, idx: int) -> dict:
-    scene = read_scene_cameras(self.scenes[idx])
+    scene = read_scene_cameras(self.scenes[idx], allow_outside=self.allow_outside_paths)
     images, masks, intr = [], [], []
     for path, k in zip(scene.image_paths, scene.intrinsics):
       rgb, mask = load_image(path, self.background)
+      check_visible(path, mask, self.transparent_views)
       if rgb.shape[:2] != (scene.height, scene.width):
         raise DataError(f"{path}: image is {rgb.shape[1]}x{rgb.shape[0]} but its camera "
                         f"file says {scene.width}x{scene.height}.")

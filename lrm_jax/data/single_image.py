@@ -26,31 +26,14 @@ import math
 import os
 
 import numpy as np
-from PIL import Image
 
 from lrm_jax import cameras as cam
 from lrm_jax.data import pipeline
+from lrm_jax.io import images as image_io
 
 # Median longest mask-bbox side / image side over synthetic training views (0.47).
 FRAME_FILL = 0.47
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-
-
-def read_image(path: str) -> tuple[np.ndarray, np.ndarray | None]:
-  """``(rgb [H, W, 3], alpha [H, W] or None)`` float32 in [0, 1]."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"image {path!r} not found.")
-  try:
-    im = Image.open(path)
-    im.load()
-  except Exception as e:  # PIL raises several types for bad files
-    raise ValueError(f"{path}: cannot read the image ({e}).") from e
-  has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and
-                                                  "transparency" in im.info)
-  arr = np.asarray(im.convert("RGBA" if has_alpha else "RGB"), np.float32) / 255.0
-  if has_alpha:
-    return arr[..., :3], arr[..., 3]
-  return arr, None
 
 
 def estimate_mask(rgb: np.ndarray, tolerance: float = 0.08,
@@ -143,7 +126,8 @@ def load_input(path: str, config) -> dict:
     if not names:
       raise FileNotFoundError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}).")
     path = os.path.join(path, names[0])
-  rgb, alpha = read_image(path)
+  rgb, alpha = image_io.read_image(path)
+  alpha = None if alpha is None else alpha[..., 0]
   view = preprocess(rgb, alpha, config)
   c2w, intrinsics = source_camera(config, config.data.input_size)
   return {"images": view["image"][None], "masks": view["mask"][None], "c2w": c2w[None],

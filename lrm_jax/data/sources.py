@@ -81,7 +81,9 @@ def make_source(spec: str, data_config, split: str = "train", seed: int = 0):
   if kind == "folder":
     if not arg:
       raise ValueError("source 'folder:DIR' needs a folder.")
-    src = folder_lib.FolderScenes(arg, resolution=d.render_size, background=tuple(d.background))
+    src = folder_lib.FolderScenes(arg, resolution=d.render_size, background=tuple(d.background),
+                                  transparent_views=d.get("transparent_views", "warn"),
+                                  allow_outside_paths=d.get("allow_outside_paths", False))
     n = len(src)
     if n == 1:
       return src

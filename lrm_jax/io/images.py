@@ -1,4 +1,5 @@
-"""PNG writing and contact sheets: pictures for people to look at."""
+"""Images in and out: reading any image a capture may hold, PNG writing and contact
+sheets (pictures for people to look at)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,63 @@ import os
 
 import numpy as np
 from PIL import Image
+
+from lrm_jax.errors import DataError
+
+
+# 8-bit modes PIL converts to RGB(A) exactly; integer and float modes are scaled by hand.
+_RGB_MODES = ("1", "L", "P", "RGB", "CMYK", "YCbCr", "RGBX")
+_ALPHA_MODES = ("LA", "La", "RGBA", "RGBa", "PA")
+_MAX_16BIT = 65535.0
+
+
+def _decoded(im: Image.Image, path: str) -> tuple[np.ndarray, np.ndarray | None]:
+  """``(rgb [H, W, 3] in [0, 1], alpha [H, W, 1] or None)`` of a loaded PIL image."""
+  mode = im.mode
+  if mode == "P" and "transparency" in im.info:
+    mode = "PA"
+  if mode in _ALPHA_MODES:
+    arr = np.asarray(im.convert("RGBA"), np.float32) / 255.0
+    return arr[..., :3], arr[..., 3:4]
+  if mode in _RGB_MODES:
+    return np.asarray(im.convert("RGB"), np.float32) / 255.0, None
+  if mode.startswith("I;16") or mode == "I":  # 16-bit (PNG) or 32-bit integer grey
+    grey = np.asarray(im, np.float64)
+    if grey.min() < 0 or grey.max() > _MAX_16BIT:
+      raise DataError(f"{path}: {mode} image with values in [{grey.min():.0f}, "
+                      f"{grey.max():.0f}]; only 8- and 16-bit images are read (values up "
+                      "to 65535).")
+    grey = (grey / _MAX_16BIT).astype(np.float32)
+  elif mode == "F":  # float grey: must already be in [0, 1]
+    grey = np.asarray(im, np.float32)
+    if not np.all(np.isfinite(grey)) or grey.min() < 0 or grey.max() > 1:
+      raise DataError(f"{path}: 32-bit float image with values outside [0, 1] (or not "
+                      f"finite: [{np.nanmin(grey):g}, {np.nanmax(grey):g}]); write it as an "
+                      "8- or 16-bit PNG.")
+  else:
+    raise DataError(f"{path}: image mode {mode!r} is not supported; write it as RGB or RGBA.")
+  return np.repeat(grey[..., None], 3, axis=-1), None
+
+
+def read_image(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+  """``(rgb [H, W, 3], alpha [H, W, 1] or None)``, float32 in [0, 1], of an image file.
+
+  Every PIL mode a capture may hold is read exactly: bilevel, grey, grey + alpha, 16-bit
+  grey (scaled by 65535), float grey in [0, 1], palette (with transparency), RGB, RGBA,
+  CMYK. Anything else, an undecodable file, and an image over PIL's decompression-bomb
+  limit raise :class:`DataError` naming the file.
+  """
+  if not os.path.isfile(path):
+    raise DataError(f"{path}: image not found.")
+  try:
+    with Image.open(path) as im:
+      im.load()
+      rgb, alpha = _decoded(im, path)
+  except Image.DecompressionBombError as e:
+    raise DataError(f"{path}: image too large to read safely ({e}).") from e
+  except OSError as e:
+    raise DataError(f"{path}: cannot decode image ({e}).") from e
+  return rgb.astype(np.float32), alpha
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
