@@ -268,3 +268,66 @@ def test_camera_files_cannot_read_outside_their_scene(tmp_path):
       folder.read_scene_cameras(root)
     scene = folder.read_scene_cameras(root, allow_outside=True)
     assert scene.image_paths[1] == str(outside)
+
+
+# ---- Input validation at the edge: .ply ------------------------------------------------
+
+def _gaussians(n=6):
+  from tests.test_ply import random_gaussians
+  return random_gaussians(n, 1)
+
+
+@pytest.mark.parametrize("field,row,value,what", [
+    ("opacity", 2, np.nan, "property 'opacity': 1 non-finite"),
+    ("x", 0, np.inf, "property 'x': 1 non-finite"),
+    ("scale_1", 4, 1e3, r"property 'scale_1': 1 log-scale\(s\) over 88 \(an infinite size\)"),
+    ("f_rest_3", 1, -np.inf, "property 'f_rest_3': 1 non-finite")])
+def test_ply_values_are_checked(tmp_path, field, row, value, what):
+  from lrm_jax.io import ply
+  fields = ply.gaussians_to_ply_fields(_gaussians())
+  fields[field][row] = value
+  path = ply.write_ply(str(tmp_path / "bad.ply"), fields)
+  with pytest.raises(DataError, match=rf"bad.ply: {what} \(of 6 Gaussians\)"):
+    ply.load_ply(path)
+
+
+def test_truncated_and_short_ply_files_name_the_file(tmp_path):
+  from lrm_jax.io import ply
+  path = ply.save_ply(str(tmp_path / "cut.ply"), _gaussians(10))
+  data = open(path, "rb").read()
+  open(path, "wb").write(data[:-50])
+  with pytest.raises(DataError, match=r"cut.ply: truncated: element 'vertex' needs 10 rows x "
+                                      r"\d+ bytes = \d+ bytes"):
+    ply.load_ply(path)
+  names = ply.gaussian_property_names(0)
+  rows = "\n".join(" ".join(["0.5"] * len(names)) for _ in range(2))
+  ascii_ply = ("ply\nformat ascii 1.0\nelement vertex 3\n" +
+               "".join(f"property float {n}\n" for n in names) + "end_header\n" + rows + "\n")
+  (tmp_path / "short.ply").write_text(ascii_ply)
+  with pytest.raises(DataError, match=r"short.ply: element 'vertex' needs 3 rows of 17 "
+                                      r"values \(51\), but only 34 values are left"):
+    ply.load_ply(str(tmp_path / "short.ply"))
+
+
+def test_zero_gaussians_render_the_background_and_say_so(tmp_path):
+  from PIL import Image
+  from lrm_jax.io import ply
+  from tests import data_fixtures as fx
+  empty = ply.gaussians_to_ply_fields(_gaussians(0))
+  path = ply.write_ply(str(tmp_path / "empty.ply"), empty)
+  assert ply.load_ply(path).num == 0
+  cams = str(tmp_path / "cams")
+  c2w, k = fx.scene_cameras(2, 8, 8)
+  fx.write_opencv(cams, c2w, k, 8, 8)
+  proc = _command("lrm_jax.render", f"--ply={path}", f"--cameras={cams}",
+                  f"--out={tmp_path}/out", "--background=0,0,1")
+  assert proc.returncode == 0, proc.stderr
+  assert "0 Gaussians: every view is the background" in proc.stdout
+  pngs = sorted(glob.glob(str(tmp_path / "out" / "*.png")))
+  assert len(pngs) == 2
+  np.testing.assert_array_equal(np.asarray(Image.open(pngs[0])), np.broadcast_to(
+      np.asarray([0, 0, 255], np.uint8), (8, 8, 3)))
+  proc = _command("lrm_jax.render", f"--ply={tmp_path}/nothing.ply", f"--cameras={cams}",
+                  f"--out={tmp_path}/out")
+  assert proc.returncode == 2 and "nothing.ply: file not found" in proc.stderr
+  assert "Traceback" not in proc.stderr

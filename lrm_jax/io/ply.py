@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+from lrm_jax.errors import DataError
 from lrm_jax.representations.gaussians import Gaussians
 from lrm_jax.representations import sh as sh_lib
 
@@ -31,6 +32,7 @@ _TYPES = {
 _FORMATS = {"ascii": None, "binary_little_endian": "<", "binary_big_endian": ">"}
 _OPACITY_EPS = 1e-7  # opacities are clipped to [eps, 1 - eps] so the logit is finite
 _SCALE_MIN = 1e-12  # and scales to at least this so the log is
+_MAX_LOG_SCALE = 88.0  # stored log-scales above this overflow float32's exp
 
 
 # ----------------------------------------------------------------------------------------
@@ -41,12 +43,12 @@ _SCALE_MIN = 1e-12  # and scales to at least this so the log is
 def _parse_header(f, path: str):
   """Reads the header: ``(format, [(element, count, [(name, type, list_count_type)])])``."""
   if f.readline().strip() != b"ply":
-    raise ValueError(f"{path}: not a PLY file (no 'ply' magic line).")
+    raise DataError(f"{path}: not a PLY file (no 'ply' magic line).")
   fmt, elements = None, []
   while True:
     line = f.readline()
     if not line:
-      raise ValueError(f"{path}: PLY header has no end_header.")
+      raise DataError(f"{path}: PLY header has no end_header.")
     words = line.decode("ascii", "replace").split()
     if not words or words[0] in ("comment", "obj_info"):
       continue
@@ -54,21 +56,21 @@ def _parse_header(f, path: str):
       break
     if words[0] == "format":
       if len(words) < 2 or words[1] not in _FORMATS:
-        raise ValueError(f"{path}: unsupported PLY format line {line!r}.")
+        raise DataError(f"{path}: unsupported PLY format line {line!r}.")
       fmt = words[1]
     elif words[0] == "element":
       elements.append((words[1], int(words[2]), []))
     elif words[0] == "property":
       if not elements:
-        raise ValueError(f"{path}: property before any element.")
+        raise DataError(f"{path}: property before any element.")
       if words[1] == "list":
         elements[-1][2].append((words[4], _TYPES[words[3]], _TYPES[words[2]]))
       else:
         elements[-1][2].append((words[2], _TYPES[words[1]], None))
     else:
-      raise ValueError(f"{path}: unexpected PLY header line {line!r}.")
+      raise DataError(f"{path}: unexpected PLY header line {line!r}.")
   if fmt is None:
-    raise ValueError(f"{path}: PLY header has no format line.")
+    raise DataError(f"{path}: PLY header has no format line.")
   return fmt, elements
 
 
@@ -78,10 +80,15 @@ def _finish_columns(cols, props):
           for name, t, lt in props}
 
 
-def _read_binary_element(buf, offset, count, props, endian):
+def _read_binary_element(buf, offset, count, props, endian, path: str, element: str):
   """One element of a binary body: ``(columns, new offset)``."""
   if all(lt is None for _, _, lt in props):  # fixed-size rows: one vectorised read
     dtype = np.dtype([(name, endian + t) for name, t, _ in props])
+    need = count * dtype.itemsize
+    if len(buf) - offset < need:
+      raise DataError(f"{path}: truncated: element {element!r} needs {count} rows x "
+                      f"{dtype.itemsize} bytes = {need} bytes after the header (from byte "
+                      f"{offset} of the body), but the body has {len(buf)} bytes.")
     rows = np.frombuffer(buf, dtype, count=count, offset=offset)
     return {name: rows[name].copy() for name, _, _ in props}, offset + count * dtype.itemsize
   # Rows with lists (faces and the like): walk them row by row.
@@ -99,10 +106,15 @@ def _read_binary_element(buf, offset, count, props, endian):
   return _finish_columns(cols, props), offset
 
 
-def _read_ascii_element(tokens, pos, count, props):
+def _read_ascii_element(tokens, pos, count, props, path: str, element: str):
   """One element of an ascii body (``tokens`` is every remaining word)."""
   if all(lt is None for _, _, lt in props):
-    block = tokens[pos:pos + count * len(props)].reshape(count, len(props))
+    need = count * len(props)
+    if len(tokens) - pos < need:
+      raise DataError(f"{path}: element {element!r} needs {count} rows of {len(props)} "
+                      f"values ({need}), but only {len(tokens) - pos} values are left: "
+                      "missing rows?")
+    block = tokens[pos:pos + need].reshape(count, len(props))
     return ({name: block[:, i].astype(t) for i, (name, t, _) in enumerate(props)},
             pos + count * len(props))
   cols = {name: [] for name, _, _ in props}
@@ -124,14 +136,20 @@ def read_ply(path: str) -> dict[str, dict[str, np.ndarray]]:
     fmt, elements = _parse_header(f, path)
     body = f.read()
   out = {}
-  if fmt == "ascii":
-    tokens, pos = np.asarray(body.split()).astype(str), 0
-    for name, count, props in elements:
-      out[name], pos = _read_ascii_element(tokens, pos, count, props)
-  else:
-    offset = 0
-    for name, count, props in elements:
-      out[name], offset = _read_binary_element(body, offset, count, props, _FORMATS[fmt])
+  try:
+    if fmt == "ascii":
+      tokens, pos = np.asarray(body.split()).astype(str), 0
+      for name, count, props in elements:
+        out[name], pos = _read_ascii_element(tokens, pos, count, props, path, name)
+    else:
+      offset = 0
+      for name, count, props in elements:
+        out[name], offset = _read_binary_element(body, offset, count, props,
+                                                 _FORMATS[fmt], path, name)
+  except (ValueError, IndexError) as e:
+    if isinstance(e, DataError):
+      raise
+    raise DataError(f"{path}: malformed PLY body ({e}).") from e
   return out
 
 
@@ -214,12 +232,40 @@ def save_ply(path: str, g: Gaussians) -> str:
   return write_ply(path, gaussians_to_ply_fields(g))
 
 
+def check_values(vertex: dict[str, np.ndarray], path: str) -> None:
+  """Raises ``DataError`` naming the file, each property and its count of non-finite
+  values, or of log-scales over 88 (``exp`` is infinite in float32: an impossible size).
+  A NaN opacity alone changes a fifth of a render's pixels."""
+  problems = []
+  for name in gaussian_property_names(3):
+    if name not in vertex:
+      continue
+    values = np.asarray(vertex[name], np.float64)
+    bad = int(np.sum(~np.isfinite(values)))
+    if bad:
+      problems.append(f"property {name!r}: {bad} non-finite")
+    elif name.startswith("scale_") and np.any(values > _MAX_LOG_SCALE):
+      problems.append(f"property {name!r}: {int(np.sum(values > _MAX_LOG_SCALE))} log-scale(s) "
+                      f"over {_MAX_LOG_SCALE:g} (an infinite size)")
+  if problems:
+    n = len(np.asarray(vertex["x"])) if "x" in vertex else 0
+    raise DataError(f"{path}: {'; '.join(problems)} (of {n} Gaussians); fix or drop them "
+                    "before rendering.")
+
+
 def load_ply(path: str) -> Gaussians:
-  """Reads a 3DGS ``.ply`` into numpy Gaussians (activated; SH degree from the file)."""
+  """Reads a 3DGS ``.ply`` into numpy Gaussians (activated; SH degree from the file).
+
+  Raises ``DataError`` naming the file for a bad header, a truncated body, missing
+  properties and non-finite or impossible values (:func:`check_values`).
+  """
+  if not os.path.isfile(path):
+    raise DataError(f"{path}: file not found.")
   elements = read_ply(path)
   if "vertex" not in elements:
-    raise ValueError(f"{path}: no vertex element.")
+    raise DataError(f"{path}: no vertex element.")
+  check_values(elements["vertex"], path)
   try:
     return ply_fields_to_gaussians(elements["vertex"])
   except ValueError as e:
-    raise ValueError(f"{path}: {e}") from None
+    raise DataError(f"{path}: {e}") from None

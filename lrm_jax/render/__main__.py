@@ -88,8 +88,17 @@ def render_scene(gaussians, c2w, intrinsics, height: int, width: int, *, backend
   """Renders unbatched Gaussians from cameras ``[V]``, one view at a time.
 
   Yields ``(index, out)`` with numpy ``rgb [H, W, 3]``, ``depth [H, W, 1]``,
-  ``alpha [H, W, 1]``, ``overflow`` and ``intersections`` per view.
+  ``alpha [H, W, 1]``, ``overflow`` and ``intersections`` per view. No Gaussians render
+  the background.
   """
+  if len(gaussians.means) == 0:
+    empty = {"rgb": np.broadcast_to(np.asarray(background, np.float32), (height, width, 3)),
+             "depth": np.zeros((height, width, 1), np.float32),
+             "alpha": np.zeros((height, width, 1), np.float32), "overflow": 0,
+             "intersections": 0}
+    for v in range(len(c2w)):
+      yield v, dict(empty)
+    return
   g = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), gaussians)
 
   # Gaussians are arguments, not closure constants: 1M of them must not land in the HLO.
@@ -130,6 +139,8 @@ def main(argv=None) -> int:
   height, width = output_size(cam_h, cam_w, args.height, args.width)
   intrinsics = cameras_lib.resize_intrinsics(np.asarray(intrinsics, np.float32),
                                              (cam_h, cam_w), (height, width))
+  if g.num == 0:
+    print(f"{args.ply}: 0 Gaussians: every view is the background.")
   print(f"{args.ply}: {g.num} Gaussians, SH degree {g.sh_degree}; {len(names)} cameras "
         f"from {args.cameras}, rendering {width}x{height} with the {args.backend} backend.")
   os.makedirs(args.out, exist_ok=True)
@@ -149,4 +160,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  raise SystemExit(main())
+  from lrm_jax import cli
+  raise SystemExit(cli.report_user_errors(main)(None))
