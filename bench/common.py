@@ -11,8 +11,40 @@ import time
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
 
+def vector_extensions() -> str:
+  """The CPU's vector extensions that decide XLA:CPU's speed (AVX2, FMA, AVX-512, AMX),
+  and the cap ``XLA_FLAGS=--xla_cpu_max_isa=...`` puts on what XLA generates."""
+  flags = set()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("flags"):
+          flags = set(line.split(":", 1)[1].split())
+          break
+  except OSError:
+    return "?"
+  names = [("avx2", "AVX2"), ("fma", "FMA"), ("avx512f", "AVX-512"),
+           ("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX")]
+  found = " ".join(label for flag, label in names if flag in flags) or "no AVX2"
+  cap = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_cpu_max_isa" in f]
+  return found + (f" (XLA capped: {cap[0].split('=', 1)[1]})" if cap else "")
+
+
+def set_isa_from_argv() -> None:
+  """``--isa AVX2`` (or ``--isa=AVX2``) on a bench's command line caps the instructions
+  XLA:CPU generates (``--xla_cpu_max_isa``): an AVX-512/AMX machine then runs the code an
+  AVX2-only CPU would. Call before jax is imported."""
+  import sys  # pylint: disable=g-import-not-at-top
+  for i, arg in enumerate(sys.argv):
+    isa = arg.split("=", 1)[1] if arg.startswith("--isa=") else (
+        sys.argv[i + 1] if arg == "--isa" and i + 1 < len(sys.argv) else None)
+    if isa:
+      os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                 f" --xla_cpu_max_isa={isa.upper()}").strip()
+
+
 def machine() -> str:
-  """One line describing the host: CPU model, cores, memory, jax backend."""
+  """One line describing the host: CPU model and vector extensions, cores, memory, jax."""
   cpu = platform.processor() or platform.machine()
   try:
     with open("/proc/cpuinfo") as f:
@@ -22,6 +54,7 @@ def machine() -> str:
           break
   except OSError:
     pass
+  cpu = f"{cpu} [{vector_extensions()}]"
   mem = ""
   try:
     with open("/proc/meminfo") as f:

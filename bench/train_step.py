@@ -1,6 +1,7 @@
 """Train-step speed and MFU of a family config on this machine.
 
   python bench/train_step.py [--configs configs/grm.py:tiny configs/grm.py:base] [--steps 3]
+      [--isa AVX2]
 
 For each config: compile the trainer's real step (``train.step.make_train_step``) on one batch,
 time it, and report step time, images/s and MFU = (FLOPs of the step) / (step time) / (the
@@ -24,11 +25,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench import common  # noqa: E402
+
+common.set_isa_from_argv()  # before jax is imported
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench import common  # noqa: E402
 from lrm_jax import aot  # noqa: E402
 from lrm_jax import parallel  # noqa: E402
 from lrm_jax.config_loading import load_config  # noqa: E402
@@ -148,6 +152,8 @@ def main():
   p.add_argument("--overrides", default="",
                  help="comma-separated config overrides for every config, e.g. model.scan=False")
   p.add_argument("--no-append", action="store_true")
+  p.add_argument("--isa", default="", help="cap XLA:CPU's instruction set, e.g. AVX2 (an "
+                 "AVX-512/AMX machine then runs what an AVX2-only CPU would)")
   args = p.parse_args()
   overrides = tuple(o for o in args.overrides.split(",") if o)
   rows = [bench_config(c, args.steps, args.batch, overrides) for c in args.configs]
