@@ -12,6 +12,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -331,3 +332,38 @@ def test_zero_gaussians_render_the_background_and_say_so(tmp_path):
                   f"--out={tmp_path}/out")
   assert proc.returncode == 2 and "nothing.ply: file not found" in proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+# ---- kill -9 during a save -------------------------------------------------------------
+
+def test_kill_9_during_a_save_leaves_the_last_checkpoint_readable(tmp_path):
+  """The micro GRM is killed (SIGKILL) while orbax writes a checkpoint (its temporary
+  directory exists) after at least one complete one, at most 3 tries; the next run resumes
+  from the last complete one and finishes."""
+  import signal
+  import time
+  args = [sys.executable, "-m", "lrm_jax.main", "--config=configs/grm.py:micro",
+          f"--workdir={tmp_path}", "--config.total_steps=12", "--config.checkpoint_every=1",
+          "--config.eval_every=100", "--config.keep_checkpoints=2"]
+  ckpts = os.path.join(str(tmp_path), "checkpoints")
+  killed = False
+  for _ in range(3):
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline:
+      complete = [d for d in os.listdir(ckpts) if d.isdigit()] if os.path.isdir(ckpts) else []
+      if complete and glob.glob(os.path.join(ckpts, "*.orbax-checkpoint-tmp*")):
+        proc.send_signal(signal.SIGKILL)
+        killed = max(int(d) for d in complete)
+        break
+      time.sleep(0.001)
+    proc.wait(timeout=60)
+    if killed:
+      break
+  assert killed, "never caught a save in progress"
+  done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  start = int(re.search(r"start at step (\d+) \(workdir checkpoint step", done.stdout).group(1))
+  assert start >= killed, (start, killed, done.stdout)
+  assert "could not be restored" not in done.stdout  # the partial save was never a step
+  assert json.load(open(os.path.join(str(tmp_path), "summary.json")))["steps"] == 12
