@@ -83,7 +83,7 @@ def measure(gaussians, cameras, backend: str, repeats: int) -> dict:
   """Forward and forward+backward seconds, XLA bytes, intersections and overflow."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from lrm_jax.render import splatting  # pylint: disable=import-outside-toplevel
+  from lrm_jax.render import binning, projection, splatting  # pylint: disable=import-outside-toplevel
 
   g = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), gaussians)
   render = lambda g: splatting.rasterize(g, cameras, jnp.ones(3), backend=backend)
@@ -100,8 +100,8 @@ def measure(gaussians, cameras, backend: str, repeats: int) -> dict:
   @jax.jit
   def count(g):
     def one(c2w, k):
-      proj = splatting.project(g, c2w, k, cameras.height, cameras.width)
-      bins = splatting.bin_gaussians(proj, cameras.height, cameras.width)
+      proj = projection.project(g, c2w, k, cameras.height, cameras.width)
+      bins = binning.bin_gaussians(proj, cameras.height, cameras.width)
       per_tile = bins.tile_ranges[:, 1] - bins.tile_ranges[:, 0]
       return bins.num_intersections, jnp.max(per_tile)
     return jax.vmap(one)(cameras.c2w.reshape(-1, 4, 4), cameras.intrinsics.reshape(-1, 4))
@@ -115,7 +115,7 @@ def measure(gaussians, cameras, backend: str, repeats: int) -> dict:
       "isects": int(np.max(isects)),
       "max_per_tile": int(np.max(max_tile)),
       "overflow": int(np.max(out["overflow"])),
-      "capacity": splatting.default_capacity(g.num, cameras.height, cameras.width),
+      "capacity": binning.default_capacity(g.num, cameras.height, cameras.width),
   }
 
 

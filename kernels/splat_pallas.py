@@ -1,7 +1,8 @@
 """Tile-based Gaussian-splatting compositor as a Pallas kernel (forward + backward).
 
 The projection and binning (EWA, tile/depth keys, sort) live in
-`lrm_jax/render/splatting.py`; this module only composites the sorted, binned 2D
+`lrm_jax/render/projection.py` and `lrm_jax/render/binning.py`, the contract's constants
+in `lrm_jax/render/splat_constants.py`; this module only composites the sorted, binned 2D
 Gaussians front to back, per 16x16 tile, as 3DGS does (DESIGN.md section 5):
 
     for pixel centre p = (j + 0.5, i + 0.5) and each Gaussian of its tile, in order:
@@ -52,15 +53,14 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as pltriton
 
+from lrm_jax.render.splat_constants import ALPHA_MAX, ALPHA_MIN, T_MIN, TILE_SIZE
+
 __all__ = [
     "SplatBlockConfig",
     "rasterize_tiles",
     "rasterize_tiles_reference",
 ]
 
-ALPHA_MAX = 0.99
-ALPHA_MIN = 1.0 / 255.0
-T_EPS = 1e-4
 _NGEOM = 6  # mean x, mean y, conic a, b, c, opacity
 _LANES = 128
 _BACKENDS = ("tpu", "gpu")
@@ -232,7 +232,7 @@ def _fwd_kernel(cstart_ref, nch_ref, params_ref,  # inputs
       _, _, power, _, _, alpha = _gauss_alpha(px, py, mx, my, ca, cb, cc, op)
       valid = (alive > 0.0) & (power <= 0.0) & (alpha >= ALPHA_MIN)
       next_t = trans * (1.0 - alpha)
-      stop = valid & (next_t < T_EPS)
+      stop = valid & (next_t < T_MIN)
       contrib = valid & jnp.logical_not(stop)
       w = jnp.where(contrib, alpha * trans, 0.0)
       acc = tuple(acc[ch] + w * get(_NGEOM + ch, k) for ch in range(nfeat))
@@ -628,7 +628,7 @@ def rasterize_tiles(
     *,
     height: int,
     width: int,
-    tile_size: int = 16,
+    tile_size: int = TILE_SIZE,
     block_config: SplatBlockConfig | None = None,
     backend: str | None = None,
     interpret: Any = False,
@@ -711,7 +711,7 @@ def rasterize_tiles_reference(
     *,
     height: int,
     width: int,
-    tile_size: int = 16,
+    tile_size: int = TILE_SIZE,
 ) -> tuple[jax.Array, jax.Array]:
   """Plain-jnp oracle of `rasterize_tiles` (same semantics, autodiff for gradients).
 
@@ -742,7 +742,7 @@ def rasterize_tiles_reference(
       in_range = (idx >= rng[0]) & (idx < rng[1])
       valid = alive & in_range & (power <= 0.0) & (alpha >= ALPHA_MIN)
       next_t = trans * (1.0 - alpha)
-      stop = valid & (next_t < T_EPS)
+      stop = valid & (next_t < T_MIN)
       contrib = valid & jnp.logical_not(stop)
       w = jnp.where(contrib, alpha * trans, 0.0)
       acc = acc + w[:, None] * feat[None, :]

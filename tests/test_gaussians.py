@@ -11,7 +11,7 @@ from lrm_jax import cameras as cam
 from lrm_jax.models import grm, long_lrm
 from lrm_jax.representations import gaussians as gl
 from lrm_jax.representations import sh as sh_lib
-from lrm_jax.render import splatting as sp
+from lrm_jax.render import projection
 
 
 def unit_dirs(n, seed=0):
@@ -136,7 +136,7 @@ def test_unprojected_gaussians_project_back_to_their_pixels():
     np.testing.assert_allclose(uv, centers, atol=2e-4)
     g = gl.Gaussians.from_rgb(pts, jnp.full_like(pts, 0.01), jnp.tile(jnp.eye(4)[:1], (h * w, 1)),
                               jnp.ones((h * w, 1)), jnp.zeros((h * w, 3)))
-    proj = sp.project(g, cams.c2w[v], cams.intrinsics[v], h, w)
+    proj = projection.project(g, cams.c2w[v], cams.intrinsics[v], h, w)
     np.testing.assert_allclose(proj.means2d, centers, atol=2e-4)
     dist = np.linalg.norm(np.asarray(pts - cams.c2w[v, :3, 3]), axis=-1)
     np.testing.assert_allclose(dist, np.asarray(depth[v]).reshape(-1), rtol=1e-5)

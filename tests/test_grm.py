@@ -10,7 +10,7 @@ from lrm_jax.config_loading import load_config
 from lrm_jax.data import pipeline
 from lrm_jax.models import grm
 from lrm_jax.representations import gaussians as gs
-from lrm_jax.render import splatting
+from lrm_jax.render import tiled
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +40,13 @@ def test_render_tile_settings_change_speed_not_pictures(micro, monkeypatch):
   cams = pipeline.batch_cameras(batch["targets"])
   bg = jnp.asarray(config.data.background, jnp.float32)
   seen = []
-  rasterize_tiles = splatting.rasterize_tiles
+  rasterize_tiles = tiled.rasterize_tiles
 
   def recording(*args, **kw):
     seen.append((kw["tile_size"], kw["block_tiles"], kw["chunk_size"]))
     return rasterize_tiles(*args, **kw)
 
-  monkeypatch.setattr(splatting, "rasterize_tiles", recording)
+  monkeypatch.setattr(tiled, "rasterize_tiles", recording)
   images = {}
   for tile, block, chunk in ((16, 4, 32), (8, 16, 8)):
     c = config.model.copy_and_resolve_references()

@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 
 from lrm_jax import cameras as cam
+from lrm_jax.render import binning, projection
+from lrm_jax.render import dense as dense_lib
+from lrm_jax.render import tiled as tiled_lib
 from lrm_jax.render import splatting as sp
 from lrm_jax.representations.gaussians import Gaussians
 
@@ -112,8 +115,8 @@ def test_backward_is_deterministic(grads):
 
 def _sequential_reference(proj, features, height, width, tile_size):
   """The compositing contract written as plain loops over pixels and Gaussians."""
-  x0, x1, y0, y1 = (np.asarray(v) for v in sp.tile_rects(proj.means2d, proj.radii, height,
-                                                           width, tile_size))
+  x0, x1, y0, y1 = (np.asarray(v) for v in binning.tile_rects(proj.means2d, proj.radii,
+                                                               height, width, tile_size))
   m, con, op = (np.asarray(v, np.float64) for v in (proj.means2d, proj.conics, proj.opacities))
   feats = np.asarray(features, np.float64)
   order = np.argsort(np.asarray(proj.depths), kind="stable")
@@ -146,19 +149,20 @@ def test_compositing_matches_sequential_loop():
   g = random_gaussians(40, seed=3, sh_degree=0, scale=(0.05, 0.3))
   g = g.replace(opacities=jnp.clip(g.opacities * 1.6, 0.0, 1.0))
   cams = make_cameras(1, h, w, radius=2.2, seed=4)
-  proj = jax.jit(sp.project, static_argnums=(3, 4))(g, cams.c2w[0], cams.intrinsics[0], h, w)
+  proj = jax.jit(projection.project, static_argnums=(3, 4))(g, cams.c2w[0], cams.intrinsics[0],
+                                                            h, w)
   feats = jnp.concatenate([proj.colors, proj.depths[:, None]], -1)
   ref_accum, ref_t = _sequential_reference(proj, feats, h, w, 8)
   assert ref_t.min() < 1e-2  # some pixels saturate: the early stop matters
-  bins = jax.jit(sp.bin_gaussians, static_argnums=(1, 2, 3))(proj, h, w, 8)
-  tiles = jax.jit(functools.partial(sp.rasterize_tiles, height=h, width=w, tile_size=8,
+  bins = jax.jit(binning.bin_gaussians, static_argnums=(1, 2, 3))(proj, h, w, 8)
+  tiles = jax.jit(functools.partial(tiled_lib.rasterize_tiles, height=h, width=w, tile_size=8,
                                     chunk_size=4, block_tiles=2))
   accum, final_t = tiles(proj.means2d, proj.conics, proj.opacities, feats, bins.tile_ranges,
                          bins.isect_gids)
   np.testing.assert_allclose(accum, ref_accum, atol=2e-5)
   np.testing.assert_allclose(final_t, ref_t, atol=1e-6)
-  dense_accum, dense_t = jax.jit(sp.composite_dense, static_argnums=(2, 3, 4))(proj, feats, h,
-                                                                               w, 8)
+  dense_accum, dense_t = jax.jit(dense_lib.composite_dense, static_argnums=(2, 3, 4))(
+      proj, feats, h, w, 8)
   np.testing.assert_allclose(dense_accum, ref_accum, atol=2e-5)
   np.testing.assert_allclose(dense_t, ref_t, atol=1e-6)
 
@@ -204,15 +208,16 @@ def test_degenerate_gaussians_give_no_nan(backend):
   grad = jax.jit(jax.grad(loss_fn(backend, cams, **kw)))(g)
   for leaf in jax.tree.leaves(grad):
     assert np.all(np.isfinite(np.asarray(leaf)))
-  proj = sp.project(g, cams.c2w[0], cams.intrinsics[0], 16, 16)
+  proj = projection.project(g, cams.c2w[0], cams.intrinsics[0], 16, 16)
   assert int(proj.radii[0]) == 0 and int(proj.radii[1]) == 0  # culled by the near plane
 
 
 def test_overflow_is_reported(scene):
   g, cams = scene
-  proj = jax.jit(sp.project, static_argnums=(3, 4))(g, cams.c2w[0], cams.intrinsics[0], H, W)
-  need = int(sp.count_intersections(proj, H, W))
-  bins = jax.jit(sp.bin_gaussians, static_argnums=(1, 2, 3, 4))(proj, H, W, 16, need - 7)
+  proj = jax.jit(projection.project, static_argnums=(3, 4))(g, cams.c2w[0], cams.intrinsics[0],
+                                                            H, W)
+  need = int(binning.count_intersections(proj, H, W))
+  bins = jax.jit(binning.bin_gaussians, static_argnums=(1, 2, 3, 4))(proj, H, W, 16, need - 7)
   assert int(bins.overflow) == 7 and int(bins.num_intersections) == need
   kept = np.asarray(bins.tile_ranges[:, 1] - bins.tile_ranges[:, 0])
   budget = int(kept.max()) - 3
@@ -224,15 +229,14 @@ def test_overflow_is_reported(scene):
 
 
 @pytest.mark.parametrize("host_sorts", [True, False])  # NumPy's sorts on CPU, or XLA's
-def test_bins_are_sorted_by_tile_then_depth(scene, monkeypatch, host_sorts):
-  monkeypatch.setattr(sp, "HOST_SORTS_ON_CPU", host_sorts)
+def test_bins_are_sorted_by_tile_then_depth(scene, host_sorts):
   g, cams = scene
-  proj = sp.project(g, cams.c2w[1], cams.intrinsics[1], H, W)
-  bins = sp.bin_gaussians(proj, H, W)
-  x0, x1, y0, y1 = (np.asarray(v) for v in sp.tile_rects(proj.means2d, proj.radii, H, W))
+  proj = projection.project(g, cams.c2w[1], cams.intrinsics[1], H, W)
+  bins = binning.bin_gaussians(proj, H, W, host_sorts=host_sorts)
+  x0, x1, y0, y1 = (np.asarray(v) for v in binning.tile_rects(proj.means2d, proj.radii, H, W))
   depths = np.asarray(proj.depths)
   ranges, gids = np.asarray(bins.tile_ranges), np.asarray(bins.isect_gids)
-  tiles_y, tiles_x = sp.tile_grid(H, W)
+  tiles_y, tiles_x = binning.tile_grid(H, W)
   assert ranges[0, 0] == 0 and np.all(ranges[1:, 0] == ranges[:-1, 1])
   for t in range(tiles_y * tiles_x):
     ids = gids[ranges[t, 0]:ranges[t, 1]]
@@ -242,31 +246,30 @@ def test_bins_are_sorted_by_tile_then_depth(scene, monkeypatch, host_sorts):
     np.testing.assert_array_equal(ids, expect)
 
 
-def test_depth_order_is_a_stable_argsort_with_ties_zeros_and_nans(monkeypatch):
+def test_depth_order_is_a_stable_argsort_with_ties_zeros_and_nans():
   rng = np.random.RandomState(3)
   z = (rng.randn(4000) * 3).astype(np.float32)
   z[:50], z[50:100], z[100:120], z[120:130] = 0.0, -0.0, np.nan, -np.nan
   z[130:140], z[140:150] = np.inf, -np.inf
   z[1000:2000] = z[2000:3000]  # ties
   for host_sorts in (True, False):
-    monkeypatch.setattr(sp, "HOST_SORTS_ON_CPU", host_sorts)
-    order = np.asarray(jax.jit(sp._depth_order)(jnp.asarray(z)))
+    order = np.asarray(jax.jit(binning._depth_order, static_argnums=1)(jnp.asarray(z),
+                                                                       host_sorts))
     np.testing.assert_array_equal(order, np.argsort(z, kind="stable"))
 
 
-def test_vmapped_binning_matches_one_camera_at_a_time(monkeypatch):
+def test_vmapped_binning_matches_one_camera_at_a_time():
   """Per-camera unrolled binning under vmap, and the batched fallback past the unroll cap,
   give each camera's own bins."""
   g = random_gaussians(200, seed=5)
   cams = make_cameras(5, seed=5)
-  project = jax.vmap(lambda c, k: sp.project(g, c, k, H, W))
-  bin_all = lambda c, k: jax.vmap(lambda p: sp.bin_gaussians(p, H, W, capacity=900))(
-      project(c, k))
-  one = [sp.bin_gaussians(sp.project(g, cams.c2w[i], cams.intrinsics[i], H, W), H, W,
-                          capacity=900) for i in range(5)]
+  project = jax.vmap(lambda c, k: projection.project(g, c, k, H, W))
+  bin_all = lambda c, k, cap: jax.vmap(lambda p: binning.bin_gaussians(
+      p, H, W, capacity=900, max_unrolled_cameras=cap))(project(c, k))
+  one = [binning.bin_gaussians(projection.project(g, cams.c2w[i], cams.intrinsics[i], H, W),
+                               H, W, capacity=900) for i in range(5)]
   for cap in (16, 2):  # unrolled; batched (5 cameras > 2)
-    monkeypatch.setattr(sp, "MAX_UNROLLED_CAMERAS", cap)
-    out = jax.jit(bin_all)(cams.c2w, cams.intrinsics)
+    out = jax.jit(bin_all, static_argnums=2)(cams.c2w, cams.intrinsics, cap)
     for i, b in enumerate(one):
       for a, e in zip(jax.tree.leaves(out), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(a)[i], np.asarray(e))
@@ -277,7 +280,7 @@ def test_packed_gather_matches_plain_gathers():
   values = tuple(jnp.asarray(rng.integers(0, 64, 500), jnp.int32) for _ in range(4))
   index = jnp.asarray(rng.integers(0, 500, 3000), jnp.int32)
   for bound in (63, 2**12):  # packed into one word; too wide, gathered one by one
-    out = sp._gather_packed(values, index, bound)
+    out = binning._gather_packed(values, index, bound)
     for o, v in zip(out, values):
       assert o.dtype == jnp.int32
       np.testing.assert_array_equal(o, np.asarray(v)[np.asarray(index)])
@@ -291,7 +294,7 @@ def test_projection_matches_numpy_ewa():
   g = Gaussians.from_rgb(jnp.asarray([mean], jnp.float32), jnp.asarray([[0.05, 0.1, 0.02]]),
                          jnp.asarray([[0.9, 0.2, -0.3, 0.1]]), jnp.asarray([[0.7]]),
                          jnp.asarray([[0.1, 0.2, 0.3]]))
-  proj = sp.project(g, c.c2w[0], c.intrinsics[0], 64, 64)
+  proj = projection.project(g, c.c2w[0], c.intrinsics[0], 64, 64)
   q = np.asarray([0.9, 0.2, -0.3, 0.1]) / np.linalg.norm([0.9, 0.2, -0.3, 0.1])
   from scipy.spatial.transform import Rotation
   rot = Rotation.from_quat([q[1], q[2], q[3], q[0]]).as_matrix()
@@ -404,11 +407,11 @@ def test_default_capacity_fits_grm_shapes():
 
   @jax.jit
   def needed(c2w_one):
-    proj = sp.project(g, c2w_one, jnp.asarray(k[0]), h, w)
-    bins = sp.bin_gaussians(proj, h, w)
+    proj = projection.project(g, c2w_one, jnp.asarray(k[0]), h, w)
+    bins = binning.bin_gaussians(proj, h, w)
     return bins.num_intersections, bins.overflow
 
-  cap = sp.default_capacity(n, h, w)
+  cap = binning.default_capacity(n, h, w)
   for c in novel:
     total, overflow = needed(jnp.asarray(c))
     assert int(overflow) == 0 and int(total) < cap // 2
@@ -416,15 +419,15 @@ def test_default_capacity_fits_grm_shapes():
 
 def test_rasterize_tiles_validates_shapes(scene):
   g, cams = scene
-  proj = sp.project(g, cams.c2w[0], cams.intrinsics[0], H, W)
-  bins = sp.bin_gaussians(proj, H, W)
+  proj = projection.project(g, cams.c2w[0], cams.intrinsics[0], H, W)
+  bins = binning.bin_gaussians(proj, H, W)
   feats = proj.colors
   with pytest.raises(ValueError, match="tile_ranges"):
-    sp.rasterize_tiles(proj.means2d, proj.conics, proj.opacities, feats, bins.tile_ranges[:-1],
-                       bins.isect_gids, height=H, width=W)
+    tiled_lib.rasterize_tiles(proj.means2d, proj.conics, proj.opacities, feats,
+                              bins.tile_ranges[:-1], bins.isect_gids, height=H, width=W)
   with pytest.raises(ValueError, match="conics"):
-    sp.rasterize_tiles(proj.means2d, proj.conics[:, :2], proj.opacities, feats,
-                       bins.tile_ranges, bins.isect_gids, height=H, width=W)
+    tiled_lib.rasterize_tiles(proj.means2d, proj.conics[:, :2], proj.opacities, feats,
+                              bins.tile_ranges, bins.isect_gids, height=H, width=W)
   with pytest.raises(ValueError, match="backend"):
     sp.rasterize(g, cams, backend="cuda")
 

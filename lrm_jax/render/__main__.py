@@ -24,7 +24,7 @@ import numpy as np
 from lrm_jax import cameras as cameras_lib
 from lrm_jax.io import images
 from lrm_jax.io import ply
-from lrm_jax.render import splatting
+from lrm_jax.render import binning, projection, splatting
 
 _BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 
@@ -104,8 +104,8 @@ def render_scene(gaussians, c2w, intrinsics, height: int, width: int, *, backend
   # Gaussians are arguments, not closure constants: 1M of them must not land in the HLO.
   @jax.jit
   def count(g, c2w_one, k_one):
-    proj = splatting.project(g, c2w_one, k_one, height, width)
-    return splatting.count_intersections(proj, height, width)
+    proj = projection.project(g, c2w_one, k_one, height, width)
+    return binning.count_intersections(proj, height, width)
 
   c2w = jnp.asarray(c2w, jnp.float32)
   intrinsics = jnp.asarray(intrinsics, jnp.float32)
