@@ -95,6 +95,10 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   c.tile_size = 8
   c.block_tiles = 16
   c.chunk_size = 8
+  # Binning on one CPU device sorts in NumPy (host callbacks: not persistently cached, not
+  # pure XLA); views under vmap are binned one chain per camera up to this many.
+  c.host_sorts = True
+  c.max_unrolled_cameras = 16
   return c
 
 
@@ -256,6 +260,8 @@ class Model(family.FamilyModel):
       options["capacity"] = per_gaussian * gaussians.num
     options["views_at_once"] = int(c.get("render_views_at_once", 0) or 0) or None
     options["remat"] = bool(c.get("render_remat", False))
+    options["host_sorts"] = bool(c.get("host_sorts", True))
+    options["max_unrolled_cameras"] = int(c.get("max_unrolled_cameras", 16))
     del train  # splatting is deterministic
     return parallel.batch_map(
         lambda g, c, bg: splatting.rasterize(g, c, bg, backend=backend, **options),
