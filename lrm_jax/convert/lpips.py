@@ -91,4 +91,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  from lrm_jax import cli
+  cli.report_user_errors(main)(None)
