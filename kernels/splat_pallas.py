@@ -16,7 +16,8 @@ kernel, so the per-Gaussian parameters are gathered in jnp into per-intersection
 each tile's rows are re-laid so that the tile starts on a chunk boundary ("chunk-aligned
 layout"): a tile then owns whole chunks, reads them contiguously and, in the backward
 pass, writes whole chunks of per-intersection gradients that no other tile touches (no
-atomics, deterministic), which are summed per Gaussian with `segment_sum` outside.
+atomics, deterministic), which are summed per Gaussian outside by a sort and a segmented
+scan (`lrm_jax/render/segments.py`: no scatter-add either, so bit-identical run to run).
 
     params  [B * NC * KCp] f32 (flat): per chunk a [K, chunk] block, K = 6 + C (mean x,
             mean y, conic a, b, c, opacity, features), padded to KCp = a multiple of 128
@@ -53,6 +54,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as pltriton
 
+from lrm_jax.render.segments import sorted_segment_sum
 from lrm_jax.render.splat_constants import ALPHA_MAX, ALPHA_MIN, T_MIN, TILE_SIZE
 
 __all__ = [
@@ -588,9 +590,10 @@ def _rasterize_bwd(st, res, cts):
   rows = grads.reshape(nc, -1)[:, : k * st.chunk]
   rows = rows.reshape(nc, k, st.chunk).transpose(1, 0, 2).reshape(k, nc * st.chunk)
   # Each row belongs to one tile and was written by that tile only: summing rows per
-  # Gaussian here (instead of atomics in the kernel) keeps the backward deterministic.
-  # One [N] sum per param (see _param_columns); invalid rows are 0 with gid 0.
-  per_g = [jax.ops.segment_sum(rows[j], gid, num_segments=n) for j in range(k)]
+  # Gaussian here, by a stable sort of the ids and a segmented scan (no atomics in the
+  # kernel, no scatter-add outside), keeps the backward deterministic. The rows stay
+  # [K, rows] (see _param_columns); invalid rows are dropped.
+  per_g = sorted_segment_sum(rows, jnp.where(valid, gid, n), n)  # [K, N]
   stack = lambda cols: jnp.stack(cols, axis=-1)
   return (stack(per_g[0:2]), stack(per_g[2:5]), per_g[5], stack(per_g[_NGEOM:]), None, None)
 

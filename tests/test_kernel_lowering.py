@@ -93,6 +93,9 @@ def test_kernels_lower(platform, program, backend):
   assert len(kernels) == n_kernels, (platform, program, calls)
   other = set(TARGETS.values()) - {TARGETS[platform]}
   assert not other & set(calls), f"kernel of the wrong platform in the {platform} HLO"
+  # The backward sums per-intersection gradients by Gaussian with a sort and a segmented
+  # scan: no scatter(-add), which XLA:GPU would run with atomics (not deterministic).
+  assert "scatter" not in text, f"a scatter in the {platform} {program} program"
 
 
 def _libtpu_dir():

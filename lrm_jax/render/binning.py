@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrm_jax.render.projection import Projected
+from lrm_jax.render.segments import sort_on_cpu_host
 from lrm_jax.render.splat_constants import TILE_SIZE
 
 Array = Any
@@ -162,7 +163,7 @@ def bin_gaussians(proj: Projected, height: int, width: int, tile_size: int = TIL
     height, width, tile_size: image and tile size in pixels.
     capacity: intersections kept (default :func:`default_capacity`).
     host_sorts: on a single CPU device, run the two sorts in NumPy
-      (:func:`_sort_on_cpu_host`); the bins are the same either way.
+      (:func:`lrm_jax.render.segments.sort_on_cpu_host`); the bins are the same either way.
     max_unrolled_cameras: under ``vmap``, up to this many cameras are binned as separate
       chains (:func:`_unrolled_under_vmap`), more are batched; the bins are the same.
   Returns:
@@ -183,38 +184,16 @@ def _depth_order(depths, host_sorts: bool = True):
   Floats map to uint32 keys in the same order (``-0.0`` as ``0.0``, NaNs last), sorted
   with the index as a second key: XLA compares integers faster than floats in their total
   order. With ``host_sorts`` on one CPU device NumPy sorts the keys
-  (:func:`_sort_on_cpu_host`).
+  (:func:`lrm_jax.render.segments.sort_on_cpu_host`).
   """
   z = jnp.where(depths == 0, jnp.zeros_like(depths), depths)
   z = jnp.where(jnp.isnan(z), jnp.full_like(z, jnp.nan), z).astype(jnp.float32)
   bits = jax.lax.bitcast_convert_type(z, jnp.uint32)
   key = jnp.where((bits >> 31) == 1, ~bits, bits | jnp.uint32(0x80000000))
   index = jnp.arange(depths.shape[0], dtype=jnp.int32)
-  return _sort_on_cpu_host(
+  return sort_on_cpu_host(
       key, lambda k: np.argsort(k, axis=-1, kind="stable").astype(np.int32),
       lambda k: jax.lax.sort((k, index), num_keys=2, is_stable=False)[1], host_sorts)
-
-
-def _sort_on_cpu_host(keys, numpy_fn, xla_fn, enabled: bool = True):
-  """``xla_fn(keys)`` (a sort or argsort of uint32 ``keys`` along the last axis), which on
-  the CPU backend runs as ``numpy_fn`` on the host (``jax.pure_callback``) if ``enabled``.
-
-  XLA:CPU sorts by scalar comparisons, key after key, where NumPy's vectorised sort is
-  about ten times faster on millions of keys (bench/RESULTS.md has the render timings).
-  Both give the same order (sorts of integers; the argsorts stable), so the results are
-  identical.
-
-  XLA's sort is used on accelerators, when not ``enabled``, and whenever JAX sees more
-  than one device: a callback runs on one device, so SPMD would gather every shard's keys
-  to it. JAX also leaves programs with host callbacks out of its persistent compilation
-  cache.
-  """
-  if not enabled or jax.device_count() > 1:
-    return xla_fn(keys)
-  out = jax.eval_shape(xla_fn, keys)
-  host = lambda k: numpy_fn(np.asarray(k))
-  on_cpu = lambda k: jax.pure_callback(host, out, k, vmap_method="expand_dims")
-  return jax.lax.platform_dependent(keys, cpu=on_cpu, default=xla_fn)
 
 
 def _bin_one_camera(means2d, radii, depths, *, height: int, width: int, tile_size: int,
@@ -239,7 +218,7 @@ def _bin_one_camera(means2d, radii, depths, *, height: int, width: int, tile_siz
   rank_bits = max(1, (n - 1).bit_length())
   if (num_tiles + 1) << rank_bits <= 2**32:
     key = (tile.astype(jnp.uint32) << rank_bits) | rank.astype(jnp.uint32)
-    key = _sort_on_cpu_host(key, lambda k: np.sort(k, axis=-1), jax.lax.sort, host_sorts)
+    key = sort_on_cpu_host(key, lambda k: np.sort(k, axis=-1), jax.lax.sort, host_sorts)
     tile = (key >> rank_bits).astype(jnp.int32)
     rank = (key & ((1 << rank_bits) - 1)).astype(jnp.int32)
   else:

@@ -65,7 +65,8 @@ def _render_one(g: Gaussians, c2w, intrinsics, background, *, height, width, bac
             bins.isect_gids)
     if backend == "tiled":
       accum, trans = tiled.rasterize_tiles(*args, height=height, width=width,
-                                           tile_size=tile_size, **options)
+                                           tile_size=tile_size, host_sorts=host_sorts,
+                                           **options)
       overflow = bins.overflow + tiled.tile_budget_overflow(bins.tile_ranges,
                                                             options.get("max_per_tile"))
     else:
@@ -107,8 +108,9 @@ def rasterize(gaussians: Gaussians, cameras: cameras_lib.Cameras, background=Non
     remat: recompute each group of views in the backward pass instead of keeping its
       projection, binning and compositing residuals: with ``views_at_once`` the render's
       memory is then that of one group, for one more forward render per step.
-    host_sorts: on a single CPU device, binning's sorts run in NumPy (faster than
-      XLA:CPU's sort; the same bins). Ignored on accelerators and with several devices.
+    host_sorts: on a single CPU device, binning's sorts (and the tiled backward's sort of
+      intersections by Gaussian) run in NumPy, faster than XLA:CPU's sort, with the same
+      results. Ignored on accelerators and with several devices.
     max_unrolled_cameras: under ``vmap`` (several views), binning runs as one chain per
       camera up to this many cameras, which XLA:CPU runs side by side; beyond it, batched.
       The same bins either way.

@@ -7,7 +7,11 @@ into blocks of ``block_tiles`` with similar list lengths and composited together
 Backward (``custom_vjp``): rather than storing anything per (pixel, Gaussian), it re-walks
 each tile's list in the forward order, recomputing the transmittance exactly as the
 forward did, and gets the light from behind each Gaussian from the saved output
-(``accum - prefix``), so no division by ``1 - alpha`` unwinds T.
+(``accum - prefix``), so no division by ``1 - alpha`` unwinds T. Each intersection's
+gradient row is written to its own slot of a per-intersection buffer (each slot belongs to
+one tile), and the rows are summed per Gaussian by a sort and a segmented scan
+(``render/segments.py``): no scatter-add, so the gradients are bit-identical from run to
+run on every backend.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import jax.numpy as jnp
 from lrm_jax import cameras as cameras_lib
 from lrm_jax.render.binning import tile_grid
 from lrm_jax.render.compositing import composite_chunk, composite_step, gaussian_terms
+from lrm_jax.render.segments import sorted_segment_sum
 from lrm_jax.render.splat_constants import ALPHA_MAX, TILE_SIZE
 
 
@@ -35,6 +40,8 @@ class TileConfig:
       of Gaussians so the tiles of a block need about the same number of steps.
     max_per_tile: optional budget: a tile composites at most its first (nearest)
       ``max_per_tile`` Gaussians (``None``: all of them).
+    host_sorts: the backward's sort of intersections by Gaussian runs in NumPy on a single
+      CPU device (the same permutation as XLA's sort).
   """
 
   height: int
@@ -43,6 +50,7 @@ class TileConfig:
   chunk_size: int = 32
   block_tiles: int = 16
   max_per_tile: int | None = None
+  host_sorts: bool = True
 
 
 def _tile_counts(tile_ranges, cfg: TileConfig):
@@ -132,10 +140,14 @@ def _from_tiles(tiles, cfg: TileConfig):
 
 
 def _unblock(per_block, blocks, num_tiles: int):
-  """``[B, G, ...]`` per-block results -> ``[T, ...]`` in tile order."""
+  """``[B, G, ...]`` per-block results -> ``[T, ...]`` in tile order.
+
+  A gather through the inverse of the block permutation (a sort of the few tile ids),
+  not a scatter.
+  """
   flat = per_block.reshape((-1,) + per_block.shape[2:])
-  out = jnp.zeros((num_tiles + 1,) + flat.shape[1:], flat.dtype)
-  return out.at[blocks.reshape(-1)].set(flat)[:num_tiles]
+  where = jnp.argsort(blocks.reshape(-1), stable=True)[:num_tiles]  # [T] slot of each tile
+  return flat[where]
 
 
 def _num_steps(tile_counts, cfg: TileConfig):
@@ -227,9 +239,10 @@ def _sum_pixels(x, axis: int):
   return jnp.squeeze(x, axis)
 
 
-def _backward_block(grads, tiles, starts, counts, table, isect_gids, g_accum, g_trans, accum,
+def _backward_block(rows, tiles, starts, counts, table, isect_gids, g_accum, g_trans, accum,
                     final_t, cfg: TileConfig):
-  """Adds the gradients of one block of tiles to ``grads [N + 1, 6 + F]`` (per Gaussian).
+  """Writes the gradients of one block of tiles' intersections into ``rows [M + C, 6 + F]``
+  (row ``i``: intersection ``i`` of ``isect_gids``; rows past a tile's list are kept).
 
   Walks the Gaussians in the forward order, recomputing the transmittance exactly as the
   forward did, and uses the saved output to get what lies behind each Gaussian:
@@ -240,7 +253,6 @@ def _backward_block(grads, tiles, starts, counts, table, isect_gids, g_accum, g_
   pix = _local_pixels(cfg)  # [P, 2]
   moments = _pixel_moments(pix)  # [P, 6]
   g, p = tiles.shape[0], pix.shape[0]
-  n = table.shape[0]
   ga = jnp.sum(g_accum * accum, -1)  # [G, P] g . accum
   behind_final = g_trans * final_t  # [G, P]
   tile_starts, tile_counts = starts[tiles], counts[tiles]  # [G]: loop-invariant
@@ -251,9 +263,9 @@ def _backward_block(grads, tiles, starts, counts, table, isect_gids, g_accum, g_
     return (step < num_steps) & ~jnp.all(done)
 
   def body(carry):
-    step, trans, done, g_prefix, grads = carry
-    gid, valid, (m, con, o, feat) = _chunk_gather(step, tile_starts, tile_counts, table,
-                                                  isect_gids, cfg)
+    step, trans, done, g_prefix, rows = carry
+    _, valid, (m, con, o, feat) = _chunk_gather(step, tile_starts, tile_counts, table,
+                                                isect_gids, cfg)
     o = jnp.where(valid, o, 0.0)
     m = m - centre[:, None]
     alpha, gauss = gaussian_terms(pix, m, con, o)  # [G, C, P]
@@ -277,15 +289,20 @@ def _backward_block(grads, tiles, starts, counts, table, isect_gids, g_accum, g_
     geom = _conic_mean_grads(o[..., None] * sums, m, con)
     g_opacity = sums[..., 0]  # [G, C]
     g_feat = _sum_pixels(weights[..., None] * g_accum[:, None], axis=2)  # [G, C, F]
-    per_isect = jnp.concatenate([geom, g_opacity[..., None], g_feat], -1)
-    # Per-intersection gradients summed by Gaussian (a segment sum into the carry; padding
-    # goes to the spare row n). Sequential on CPU, so bit-reproducible.
-    grads = grads.at[jnp.where(valid, gid, n).reshape(-1)].add(
-        per_isect.reshape(-1, grads.shape[-1]))
-    return step + 1, trans, done, g_prefix, grads
+    per_isect = jnp.concatenate([geom, g_opacity[..., None], g_feat], -1)  # [G, C, K]
+    # Each tile's chunk goes to its own rows: intersections start + step * C + [0, C).
+    # Read-modify-write keeps the rows that are not this tile's (past its list: another
+    # tile's, or padding); with no valid row the write is a no-op even where the slice
+    # start is clamped. Distinct tiles own distinct rows, so the order does not matter.
+    pos = tile_starts + step * cfg.chunk_size  # [G]
+    for i in range(g):
+      old = jax.lax.dynamic_slice_in_dim(rows, pos[i], cfg.chunk_size, axis=0)  # [C, K]
+      new = jnp.where(valid[i][:, None], per_isect[i], old)
+      rows = jax.lax.dynamic_update_slice_in_dim(rows, new, pos[i], axis=0)
+    return step + 1, trans, done, g_prefix, rows
 
   init = (jnp.zeros((), jnp.int32), jnp.ones((g, p), jnp.float32), jnp.zeros((g, p), bool),
-          jnp.zeros((g, p), jnp.float32), grads)
+          jnp.zeros((g, p), jnp.float32), rows)
   return jax.lax.while_loop(cond, body, init)[-1]
 
 
@@ -315,23 +332,25 @@ def _tiles_backward(cfg, means2d, conics, opacities, features, tile_ranges, isec
 
   table = _attribute_table(means2d, conics, opacities, features)
 
-  def step(grads, tiles):
-    grads = _backward_block(grads, tiles, starts, counts, table, isect_gids, g_accum_t[tiles],
-                            g_trans_t[tiles], accum_t[tiles], trans_t[tiles], cfg)
-    return grads, None
+  def step(rows, tiles):
+    rows = _backward_block(rows, tiles, starts, counts, table, isect_gids, g_accum_t[tiles],
+                           g_trans_t[tiles], accum_t[tiles], trans_t[tiles], cfg)
+    return rows, None
 
-  total, _ = jax.lax.scan(step, jnp.zeros((n + 1, 6 + features.shape[-1]), jnp.float32),
-                          blocks)
-  total = total[:n]
-  return total[:, 0:2], total[:, 2:5], total[:, 5], total[:, 6:]
+  m, k = isect_gids.shape[0], table.shape[-1]
+  rows, _ = jax.lax.scan(step, jnp.zeros((m + cfg.chunk_size, k), jnp.float32), blocks)
+  # Per-intersection rows summed by Gaussian without scatter-adds (deterministic).
+  total = sorted_segment_sum(rows[:m].T, isect_gids, n, host_sort=cfg.host_sorts)  # [K, N]
+  return (total[0:2].T, total[2:5].T, total[5], total[6:].T)
 
 
 def _camera_by_camera(fn):
   """``fn`` of one camera's arrays -> a function of arrays with a leading camera axis.
 
   Cameras run one after another (``lax.map``), and ``vmap`` folds its axis into that
-  leading axis instead of batching the loops inside: a batched scatter into the gradient
-  carry would not stay in place, which made vmapped backward passes several times slower.
+  leading axis instead of batching the loops inside: batched updates of the gradient
+  buffer carried through the loops would not stay in place, which made vmapped backward
+  passes several times slower.
   """
   wrapped = jax.custom_batching.custom_vmap(lambda *args: jax.lax.map(lambda a: fn(*a), args))
 
@@ -374,7 +393,7 @@ _rasterize_tiles.defvjp(_rasterize_tiles_fwd, _rasterize_tiles_bwd)
 def rasterize_tiles(means2d, conics, opacities, features, tile_ranges, isect_gids, *,
                     height: int, width: int, tile_size: int = TILE_SIZE,
                     chunk_size: int = 32, block_tiles: int = 16,
-                    max_per_tile: int | None = None):
+                    max_per_tile: int | None = None, host_sorts: bool = True):
   """Per-tile front-to-back compositing (jnp reference of ``kernels/splat_pallas.py``).
 
   Args:
@@ -386,7 +405,7 @@ def rasterize_tiles(means2d, conics, opacities, features, tile_ranges, isect_gid
       tiles of ``tile_size``).
     isect_gids: ``[M]`` int32 Gaussian ids sorted by (tile, depth).
     height, width, tile_size: static sizes.
-    chunk_size, block_tiles, max_per_tile: see :class:`TileConfig`.
+    chunk_size, block_tiles, max_per_tile, host_sorts: see :class:`TileConfig`.
   Returns:
     ``accum [H, W, C] = sum_i alpha_i T_i f_i`` (no background) and ``final_T [H, W]``.
     Differentiable in the four float inputs; the backward is deterministic.
@@ -402,7 +421,7 @@ def rasterize_tiles(means2d, conics, opacities, features, tile_ranges, isect_gid
       raise ValueError(f"{name} must be {shape}, got {x.shape}.")
   if features.ndim != 2 or features.shape[0] != n:
     raise ValueError(f"features must be [{n}, C], got {features.shape}.")
-  cfg = TileConfig(height, width, tile_size, chunk_size, block_tiles, max_per_tile)
+  cfg = TileConfig(height, width, tile_size, chunk_size, block_tiles, max_per_tile, host_sorts)
   f32 = lambda x: jnp.asarray(x, jnp.float32)
   return _rasterize_tiles(cfg, f32(means2d), f32(conics), f32(opacities), f32(features),
                           tile_ranges.astype(jnp.int32), isect_gids.astype(jnp.int32))
