@@ -3,7 +3,7 @@
 The projection and binning (EWA, tile/depth keys, sort) live in
 `lrm_jax/render/projection.py` and `lrm_jax/render/binning.py`, the contract's constants
 in `lrm_jax/render/splat_constants.py`; this module only composites the sorted, binned 2D
-Gaussians front to back, per 16x16 tile, as 3DGS does (DESIGN.md section 5):
+Gaussians front to back, per 16x16 tile, as 3DGS does (docs/design.md §5):
 
     for pixel centre p = (j + 0.5, i + 0.5) and each Gaussian of its tile, in order:
       d = p - mean2d;  power = -0.5 * (a dx^2 + c dy^2) - b dx dy;  skip if power > 0

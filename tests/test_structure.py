@@ -25,7 +25,8 @@ LAYERS = {
     "lrm_jax.parallel": 2, "lrm_jax.cli": 2,
     "lrm_jax.representations": 3,
     "lrm_jax.io": 4, "lrm_jax.convert": 4,
-    "lrm_jax.render.splat_constants": 4,  # shared by the renderer and its kernels
+    # Shared by the renderer and its kernels: constants and the segmented sums.
+    "lrm_jax.render.splat_constants": 4, "lrm_jax.render.segments": 4,
     "kernels": 5,
     "lrm_jax.data": 6, "lrm_jax.render": 6,
     "lrm_jax.models": 7,

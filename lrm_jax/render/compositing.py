@@ -1,6 +1,6 @@
 """Per-(Gaussian, pixel) compositing math shared by the dense oracle and the tiled backend.
 
-Both implement the same contract (DESIGN.md §5): ``alpha = min(0.99, o * exp(power))``,
+Both implement the same contract (docs/design.md §5): ``alpha = min(0.99, o * exp(power))``,
 skipped when ``power > 0`` or below 1/255, front to back, stopping before the Gaussian
 that would take the transmittance below 1e-4. The Pallas kernel writes the same steps in
 its own layout (``kernels/splat_pallas.py``).

@@ -1,4 +1,4 @@
-"""Constants of the Gaussian-splatting contract (DESIGN.md §5), in one place.
+"""Constants of the Gaussian-splatting contract (docs/design.md §5), in one place.
 
 The projection and binning (``render/projection.py``, ``render/binning.py``), the jnp
 compositors (``render/dense.py``, ``render/tiled.py``) and the Pallas kernel

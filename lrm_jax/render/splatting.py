@@ -11,7 +11,7 @@ semantics and the numbers:
   * ``"pallas"``: the same tile lists composited by ``kernels.splat_pallas.rasterize_tiles``
     (TPU / GPU).
 
-Semantics (3DGS / gsplat "classic", DESIGN.md §5; constants in ``render/splat_constants.py``):
+Semantics (3DGS / gsplat "classic", docs/design.md §5; constants in ``render/splat_constants.py``):
 
   * A Gaussian behind the near plane (camera z < 0.01), with a singular 2D covariance or
     with a 3-sigma box off the image gets radius 0 and is not drawn.
