@@ -99,6 +99,7 @@ echo "rc=$?" >> "$OUT/3_determinism.log"; tail -12 "$OUT/3_determinism.log"
 
 mark "stage 4: GRM train step (${TRAIN_CONFIG}, bf16)"
 timeout 240 python3 bench/train_step.py --configs "$TRAIN_CONFIG" --steps 3 \
+  --batch "${TRAIN_BATCH:-8}" \
   --overrides model.dtype=bfloat16 --no-append > "$OUT/4_train_step.txt" 2>&1
 echo "rc=$? (124 = timed out)" >> "$OUT/4_train_step.txt"; tail -12 "$OUT/4_train_step.txt"
 mark "done"
