@@ -37,7 +37,8 @@ def check(backend: str, count: int, size: int) -> list:
   def loss(g):
     out = splatting.rasterize(g, cams, jnp.ones(3), backend=backend, **options)
     w = jnp.cos(jnp.arange(out["rgb"].size, dtype=jnp.float32)).reshape(out["rgb"].shape)
-    return splat_bench._loss(w, out["rgb"], out["depth"] * out["alpha"], out["alpha"])  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    return splat_bench._loss(w, out["rgb"], out["depth"] * out["alpha"], out["alpha"])
 
   grad = jax.jit(jax.grad(loss))
   runs = [jax.tree.map(np.asarray, grad(g)) for _ in range(3)]

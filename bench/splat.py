@@ -91,7 +91,8 @@ def measure(gaussians, cameras, backend: str, repeats: int) -> dict:
   """Forward and forward+backward seconds, XLA bytes, intersections and overflow."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from lrm_jax.render import binning, projection, splatting  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from lrm_jax.render import binning, projection, splatting
 
   g = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), gaussians)
   # Pallas runs in its interpreter on CPU (slow: tiny sizes only, to test this script).

@@ -86,9 +86,9 @@ def _floordiv_small(a, b):
 
   Through float32 (exact for such integers) and one correction step each way: the TPU
   compiler takes minutes to compile an int32 division by a non-constant divisor over a
-  few hundred thousand elements, a float division well under a second. In binning ``a`` is an index inside one Gaussian's tile
-  rectangle (fewer than the image's tiles); slots past the last intersection may exceed
-  the bound, and their tiles are discarded.
+  few hundred thousand elements, a float division well under a second. In binning ``a``
+  is an index inside one Gaussian's tile rectangle (fewer than the image's tiles); slots
+  past the last intersection may exceed the bound, and their tiles are discarded.
   """
   q = jnp.floor(a.astype(jnp.float32) / b.astype(jnp.float32)).astype(jnp.int32)
   q = q - (q * b > a).astype(jnp.int32)

@@ -340,8 +340,11 @@ def _tiles_backward(cfg, means2d, conics, opacities, features, tile_ranges, isec
   m, k = isect_gids.shape[0], table.shape[-1]
   rows, _ = jax.lax.scan(step, jnp.zeros((m + cfg.chunk_size, k), jnp.float32), blocks)
   # Per-intersection rows summed by Gaussian without scatter-adds (deterministic).
-  total = sorted_segment_sum(rows[:m].T, isect_gids, n, host_sort=cfg.host_sorts)  # [K, N]
-  return (total[0:2].T, total[2:5].T, total[5], total[6:].T)
+  # Rows past the last tile's list were never written (a static buffer's unused tail).
+  used = jnp.max(jnp.minimum(tile_ranges[:, 1], m), initial=0)
+  total = sorted_segment_sum(rows[:m], isect_gids, n, axis=0, host_sort=cfg.host_sorts,
+                             num_rows=used)  # [N, K]
+  return total[:, 0:2], total[:, 2:5], total[:, 5], total[:, 6:]
 
 
 def _camera_by_camera(fn):
