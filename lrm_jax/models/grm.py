@@ -81,7 +81,7 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   c.hull_range = 1.0
   c.hull_samples = 48
   # Renderer memory (see Model.render; the paper config sets them): intersections per
-  # Gaussian per view (0: splatting.default_capacity), target views per render group (0:
+  # Gaussian per view (0: binning.default_capacity), target views per render group (0:
   # all at once), and recomputing each group in the backward pass.
   c.intersections_per_gaussian = 0
   c.render_views_at_once = 0
@@ -244,7 +244,7 @@ class Model(family.FamilyModel):
 
     Memory settings (``config.model``; absent from configs saved before they existed):
     ``intersections_per_gaussian`` sizes the static intersection buffer per camera
-    (default 16 per Gaussian, :func:`splatting.default_capacity`; overflow is reported),
+    (default 16 per Gaussian, :func:`binning.default_capacity`; overflow is reported),
     ``render_views_at_once`` renders that many target views at a time, one group after
     another, and ``render_remat`` recomputes each group in the backward pass.
     """
