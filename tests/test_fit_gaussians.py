@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from lrm_jax.errors import DataError
+from lrm_jax.errors import ConfigError, DataError
 from lrm_jax.fit import common, gaussians
 from lrm_jax.io import ply as ply_io
 from lrm_jax.representations.gaussians import Gaussians
@@ -109,5 +109,5 @@ def test_config_values_the_fit_cannot_use_are_config_errors():
   for key, value, message in (("init", "sphere", "init"), ("sh_degree", 5, "sh_degree")):
     bad = gaussians.default_config()
     bad[key] = value
-    with pytest.raises(common.ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message):
       gaussians.check_config(bad)
