@@ -32,7 +32,8 @@ library names a family. To add one (docs/design.md, "Adding a family"):
      source's examples by the pipeline under the same name;
    - ``load_pretrained(params, config) -> params``: pretrained weights from a local file at
      a fresh start (default: unchanged);
-   - ``mesh_field(model, params, representation, config) -> MeshField | None``: a density
+   - ``mesh_field(model, params, representation, config) -> MeshField | None``
+     (:class:`lrm_jax.representations.field.MeshField`): a density
      and colour field of the first scene, for a mesh export (default: none);
    - ``unposed_inputs(path, config) -> inputs``: inputs from images without cameras, for
      ``reconstruct`` (default: unsupported).
@@ -46,7 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any, Callable
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -58,38 +59,16 @@ from lrm_jax import cameras as cam
 from lrm_jax.errors import ConfigError
 
 class FamilyModel(nn.Module):
-  """Base of a family's ``Model``: ``__call__`` is ``render(reconstruct(inputs))``."""
+  """Base of a family's ``Model``, which defines ``reconstruct(inputs, train)`` and
+  ``render(representation, cameras, background, train)``; ``__call__`` is
+  ``render(reconstruct(inputs))``."""
 
   config: ml_collections.ConfigDict
-
-  def reconstruct(self, inputs: dict, train: bool = False):
-    raise NotImplementedError(f"{type(self).__name__} must define reconstruct().")
-
-  def render(self, representation, cameras: cam.Cameras, background,
-             train: bool = False) -> dict:
-    raise NotImplementedError(f"{type(self).__name__} must define render().")
 
   def __call__(self, inputs: dict, cameras: cam.Cameras, background, train: bool = False):
     """-> ``(rendered, representation)``: the train and eval path."""
     rep = self.reconstruct(inputs, train)
     return self.render(rep, cameras, background, train), rep
-
-
-@dataclasses.dataclass(frozen=True)
-class MeshField:
-  """One scene's density and colour as functions of points, for marching cubes.
-
-  ``density([N, 3]) -> [N]`` and ``color([N, 3]) -> [N, 3]`` take points in the field's own
-  frame, sampled in ``[-bound, bound]^3`` on a ``resolution^3`` grid; ``threshold`` is the
-  iso-level; ``field_to_world`` ``[4, 4]`` maps the mesh back to the inputs' world frame.
-  """
-
-  density: Callable[[Any], Any]
-  color: Callable[[Any], Any]
-  bound: float
-  resolution: int
-  threshold: float
-  field_to_world: np.ndarray = dataclasses.field(default_factory=lambda: np.eye(4))
 
 
 def view_spec(batch: int, views: int, size: int, extra: dict | None = None) -> dict:
