@@ -1,7 +1,7 @@
 """Gaussian splatting: time, memory and overflow of the rasterizer backends.
 
 python bench/splat.py [--sizes 256,512] [--counts 10000,100000,1000000] [--no-append]
-                      [--backends tiled,dense] [--peer gsplat] [--only-random]
+                      [--backends tiled,dense] [--peer gsplat] [--only-random] [--isa AVX2]
 
 Scenes: N random Gaussians in [-1, 1]^3 (scales 0.01-0.03, opacity 0.05-0.95, random
 rotations, SH degree 3), one camera at radius 2.5 with a 50 degree field of view. Each
@@ -34,6 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from bench import common
+
+common.set_isa_from_argv()  # before jax is imported (the workers inherit XLA_FLAGS)
 
 DENSE_MAX_PAIRS = 1 << 26  # pixel x Gaussian pairs the dense oracle may hold (~256 MB each)
 
@@ -271,6 +273,8 @@ def main():
   parser.add_argument("--only-random", action="store_true",
                       help="skip the fixed 64^2 and GRM rows")
   parser.add_argument("--out", default="", help="also write the table to this file")
+  parser.add_argument("--isa", default="", help="cap XLA:CPU's instruction set, e.g. AVX2 "
+                      "(an AVX-512/AMX machine then runs the code an AVX2-only CPU would)")
   parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.worker:

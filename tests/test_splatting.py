@@ -168,6 +168,35 @@ def test_compositing_matches_sequential_loop():
   np.testing.assert_allclose(dense_t, ref_t, atol=1e-6)
 
 
+def test_opacity_aware_radii_drop_only_skipped_pixels(monkeypatch):
+  """Radii shrink with opacity (0 below 1/255): the same images and gradients as the plain
+  3-sigma radii, with fewer pixels covered."""
+  h, w = 24, 32
+  g = random_gaussians(60, seed=7, sh_degree=0, scale=(0.05, 0.3))
+  rng = np.random.default_rng(8)  # opacities from 1e-4 to 1: a third below 1/255
+  g = g.replace(opacities=jnp.asarray(10.0 ** rng.uniform(-4, 0, (60, 1)), jnp.float32))
+  cams = make_cameras(1, h, w, radius=2.2, seed=9)
+
+  def render(g):
+    proj = projection.project(g, cams.c2w[0], cams.intrinsics[0], h, w)
+    feats = jnp.concatenate([proj.colors, proj.depths[:, None]], -1)
+    # 1-pixel tiles: each Gaussian reaches exactly the pixels within its radius.
+    accum, final_t = dense_lib.composite_dense(proj, feats, h, w, 1)
+    return jnp.sum(jnp.cos(jnp.arange(accum.size)).reshape(accum.shape) * accum) + jnp.sum(
+        final_t ** 2), proj.radii
+
+  (short_loss, short_radii), short_grad = jax.value_and_grad(render, has_aux=True)(g)
+  # The reference: every Gaussian drawn to 3 sigma whatever its opacity.
+  monkeypatch.setattr(projection, "opacity_sigmas", lambda o: jnp.full_like(o, 3.0))
+  (full_loss, full_radii), full_grad = jax.value_and_grad(render, has_aux=True)(g)
+  low = np.asarray(g.opacities[:, 0]) < 1.0 / 255.0
+  assert low.sum() >= 10 and np.all(np.asarray(short_radii)[low] == 0)
+  assert np.all(short_radii <= full_radii) and np.sum(short_radii) < 0.7 * np.sum(full_radii)
+  np.testing.assert_allclose(short_loss, full_loss, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(short_grad), jax.tree.leaves(full_grad)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_dense_gradients_match_finite_differences():
   with jax.enable_x64(True):
     g = random_gaussians(6, seed=5, sh_degree=1, scale=(0.1, 0.3))

@@ -151,7 +151,8 @@ class Model(family.FamilyModel):
     self.transformer = layers.Transformer(c.depth, c.num_heads, c.mlp_ratio, c.remat_policy,
                                           c.scan, dtype, attention)
     self.up_proj = [nn.Dense(4 * ch, kernel_init=nn.with_logical_partitioning(
-        layers.dense_init(), ("embed", "mlp")), name=f"up_proj_{i}")
+        layers.dense_init(), ("embed", "mlp")), dot_general=layers.dense_dot_general,
+        name=f"up_proj_{i}")
                     for i, ch in enumerate(c.up_channels)]
     # The upsampler's full-resolution activations dominate memory at 512^2: remat its
     # blocks with the transformer's policy.
@@ -165,7 +166,7 @@ class Model(family.FamilyModel):
                       for i, h in enumerate(c.up_heads)]
     head = lambda n, bias=nn.initializers.zeros: nn.Dense(
         n, kernel_init=nn.with_logical_partitioning(layers.dense_init(0.1), ("mlp", None)),
-        bias_init=bias)
+        bias_init=bias, dot_general=layers.dense_dot_general)
     self.depth_head = head(1)
     self.rot_head = head(4, lambda k, s, d=jnp.float32: jnp.asarray([1.0, 0, 0, 0], d))
     self.scale_head = head(3)  # starts mid-range: about a pixel's footprint

@@ -43,9 +43,9 @@ def constrain(x: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
 def dense_einsum(spec: str, x: jax.Array, kernel: jax.Array, dtype: Dtype) -> jax.Array:
   """A layer's ``einsum(spec, x, kernel)``: ``x [..., *K] . kernel [*K, *N] -> [..., *N]``.
 
-  ``float32``: the plain einsum. A lower ``dtype`` (bfloat16): mixed precision, the operands
-  in ``dtype`` with float32 accumulation and a float32 result, in the backward pass too
-  (:func:`_lowp_product`): the form bfloat16 matrix units (TPU MXU, GPU tensor cores,
+  ``float32``: :func:`matmul` in float32. A lower ``dtype`` (bfloat16): mixed precision, the
+  operands in ``dtype`` with float32 accumulation and a float32 result, in the backward
+  pass too (:func:`_product`): the form bfloat16 matrix units (TPU MXU, GPU tensor cores,
   Intel AMX) run at full speed (figures: bench/RESULTS.md); XLA:CPU's plain bfloat16 einsum
   (bfloat16 result) is slower than float32. Products with a side under
   :data:`MIN_LOW_PRECISION_SIDE` are memory-bound (the GRM upsampler's 32-256 channels at
@@ -54,9 +54,6 @@ def dense_einsum(spec: str, x: jax.Array, kernel: jax.Array, dtype: Dtype) -> ja
   ``spec`` must contract the trailing dims of ``x`` with the leading dims of ``kernel``
   (every dense layer here does).
   """
-  dtype = jnp.dtype(dtype)
-  if dtype == jnp.float32:
-    return jnp.einsum(spec, x, kernel)
   lhs, rest = spec.replace(" ", "").split(",")
   rhs, out = rest.split("->")
   k = len(set(lhs) & set(rhs))
@@ -65,10 +62,7 @@ def dense_einsum(spec: str, x: jax.Array, kernel: jax.Array, dtype: Dtype) -> ja
                      "kernel's leading dims.")
   lead, kdims, ndims = x.shape[:x.ndim - k], kernel.shape[:k], kernel.shape[k:]
   size_k, size_n = math.prod(kdims), math.prod(ndims)
-  if min(size_k, size_n) < MIN_LOW_PRECISION_SIDE:
-    return jnp.einsum(spec, x.astype(jnp.float32), kernel.astype(jnp.float32))
-  f32 = lambda a: a.astype(jnp.float32)  # float32 primals: the backward returns float32
-  y = _lowp_product(dtype, f32(x).reshape(-1, size_k), f32(kernel).reshape(size_k, size_n))
+  y = matmul(x.reshape(-1, size_k), kernel.reshape(size_k, size_n), dtype)
   return y.reshape(lead + ndims)
 
 
@@ -76,20 +70,57 @@ def dense_einsum(spec: str, x: jax.Array, kernel: jax.Array, dtype: Dtype) -> ja
 MIN_LOW_PRECISION_SIDE = 128
 
 
+def matmul(x: jax.Array, w: jax.Array, dtype: Dtype = jnp.float32) -> jax.Array:
+  """A dense layer's product ``x [M, K] @ w [K, N] -> [M, N]`` (float32 result).
+
+  ``dtype`` below float32: mixed precision (:func:`dense_einsum`). float32: on TPU and GPU
+  the plain product; on CPU the same product with the weight gradient formed from a
+  materialised ``x^T`` (:func:`_product`). Autodiff's ``dW = x^T g`` contracts the token
+  axis of both operands, and XLA:CPU's layout assignment then turns it into a dot that
+  contracts the first axis of one operand and the last of the other, with that operand's
+  producer (a GELU, a LayerNorm's backward) fused into a transposing copy: for the tall,
+  thin products of an upsampler at full resolution (32k tokens x 32-128 channels) that form
+  ran ~10x slower than the same product with ``x^T`` materialised (bench/RESULTS.md,
+  AVX2 CPUs).
+  """
+  dtype = jnp.dtype(dtype)
+  if min(x.shape[-1], w.shape[-1]) < MIN_LOW_PRECISION_SIDE:
+    dtype = jnp.dtype(jnp.float32)
+  x, w = x.astype(jnp.float32), w.astype(jnp.float32)  # the backward returns float32
+  if dtype != jnp.float32:
+    return _product(dtype, x, w)
+  return jax.lax.platform_dependent(
+      x, w, cpu=functools.partial(_product, jnp.dtype(jnp.float32)),
+      default=lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+
+
+def dense_dot_general(lhs, rhs, dimension_numbers, precision=None,
+                      preferred_element_type=None):
+  """``nn.Dense(dot_general=dense_dot_general)``: the layer's product through
+  :func:`matmul` (float32), the same parameters and result as ``lax.dot_general``."""
+  (lc, rc), (lb, rb) = dimension_numbers
+  if tuple(lc) != (lhs.ndim - 1,) or tuple(rc) != (0,) or lb or rb or rhs.ndim != 2:
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                               preferred_element_type=preferred_element_type)
+  y = matmul(lhs.reshape(-1, lhs.shape[-1]), rhs)
+  return y.reshape(lhs.shape[:-1] + rhs.shape[-1:]).astype(
+      preferred_element_type or jnp.result_type(lhs, rhs))
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _lowp_product(dtype, x, w):
+def _product(dtype, x, w):
   """``x [M, K] @ w [K, N]``: operands in ``dtype``, float32 accumulation and result; the
   backward products are formed the same way (autodiff would mix float32 cotangents with
-  ``dtype`` operands)."""
+  ``dtype`` operands), the weight gradient from a materialised ``x^T``."""
   return jnp.dot(x.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
 
 
-def _lowp_product_fwd(dtype, x, w):
+def _product_fwd(dtype, x, w):
   xl, wl = x.astype(dtype), w.astype(dtype)
   return jnp.dot(xl, wl, preferred_element_type=jnp.float32), (xl, wl)
 
 
-def _lowp_product_bwd(dtype, res, g):
+def _product_bwd(dtype, res, g):
   xl, wl = res
   gl = g.astype(dtype)
   dx = jnp.einsum("mn,kn->mk", gl, wl, preferred_element_type=jnp.float32)  # [M, K]
@@ -97,7 +128,7 @@ def _lowp_product_bwd(dtype, res, g):
   return dx, dw
 
 
-_lowp_product.defvjp(_lowp_product_fwd, _lowp_product_bwd)
+_product.defvjp(_product_fwd, _product_bwd)
 
 
 def _materialised_transpose(x: jax.Array) -> jax.Array:

@@ -15,7 +15,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from lrm_jax.render.splat_constants import FOV_CLAMP, LOWPASS, NEAR_PLANE
+from lrm_jax.render.splat_constants import ALPHA_MIN, FOV_CLAMP, LOWPASS, NEAR_PLANE
 from lrm_jax.representations import sh as sh_lib
 from lrm_jax.representations.gaussians import Gaussians, components, covariance_components
 
@@ -33,6 +33,15 @@ class Projected:
   colors: Array  # [N, 3]
   opacities: Array  # [N]
 
+
+
+def opacity_sigmas(opacities: Array) -> Array:
+  """``[N]`` extent in standard deviations beyond which a Gaussian's alpha stays under
+  ``ALPHA_MIN``: ``min(3, sqrt(2 ln(o / ALPHA_MIN)))``, 0 when ``o < ALPHA_MIN``."""
+  # A 0.1% margin on ALPHA_MIN: a pixel on the bound is never lost to exp/log rounding.
+  ratio = jnp.maximum(opacities, ALPHA_MIN) / (0.999 * ALPHA_MIN)
+  k = jnp.minimum(3.0, jnp.sqrt(2.0 * jnp.log(ratio)))
+  return jnp.where(opacities >= ALPHA_MIN, k, 0.0)
 
 
 def project(g: Gaussians, c2w, intrinsics, height: int, width: int,
@@ -83,15 +92,20 @@ def project(g: Gaussians, c2w, intrinsics, height: int, width: int,
   mean_x, mean_y = fx * tx / tz + cx, fy * ty / tz + cy
   means2d = jnp.stack([mean_x, mean_y], -1)  # [N, 2]
 
-  # 3-sigma radius of the larger eigenvalue (no gradient: it only selects tiles).
+  # Radius along the larger eigenvalue (no gradient: it only selects tiles): 3 sigma, or
+  # less where the opacity is low. Beyond k sigma, alpha <= o exp(-k^2 / 2), which is under
+  # ALPHA_MIN (skipped by every compositor) for k >= sqrt(2 ln(o / ALPHA_MIN)): the tiles
+  # dropped hold only skipped pixels, so images and gradients are unchanged, and a Gaussian
+  # with o < ALPHA_MIN (a masked-out pixel's) is not drawn at all.
   sa, sc, sdet = jax.lax.stop_gradient((a, c, det))
   mid = 0.5 * (sa + sc)
   lam = mid + jnp.sqrt(jnp.maximum(0.1, mid * mid - sdet))
-  radius = jnp.ceil(3.0 * jnp.sqrt(lam))
+  sigmas = opacity_sigmas(jax.lax.stop_gradient(g.opacities[:, 0]))
+  radius = jnp.ceil(sigmas * jnp.sqrt(lam))
   mx, my = jax.lax.stop_gradient((mean_x, mean_y))
   on_screen = (mx + radius > 0) & (mx - radius < width) & (my + radius > 0) & (
       my - radius < height)
-  radii = jnp.where(ok & on_screen, radius, 0.0).astype(jnp.int32)
+  radii = jnp.where(ok & on_screen & (sigmas > 0), radius, 0.0).astype(jnp.int32)
 
   # View-dependent colour: direction from the camera centre to the mean.
   colors = sh_lib.eval_sh(g.sh, g.means - c2w[:3, 3])
