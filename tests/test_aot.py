@@ -13,11 +13,14 @@ LPIPS-VGG16 is compiled by the LRM test).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.util
 import os
 import re
 import subprocess
 import sys
+import tempfile
 
 import jax
 import numpy as np
@@ -124,6 +127,15 @@ def _libtpu_path():
   return None
 
 
+@contextlib.contextmanager
+def libtpu_lock():
+  """One libtpu process at a time on this host: libtpu holds a host-wide lockfile while it
+  lives, so two test workers (``pytest -n 2``) compiling for a TPU at once would fail."""
+  with open(os.path.join(tempfile.gettempdir(), "lrm_jax_libtpu_tests.lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    yield
+
+
 def _compile_for_tpu(spec, overrides, flags=()):
   libtpu = _libtpu_path()
   if libtpu is None:
@@ -136,7 +148,8 @@ def _compile_for_tpu(spec, overrides, flags=()):
   env.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
   args = [sys.executable, "-m", "lrm_jax.aot", f"--config={spec}", "--topology=v5e:2x2",
           "--fail_if_not_fits", *flags] + [f"--config.{o}" for o in overrides]
-  proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  with libtpu_lock():
+    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   out = proc.stdout + proc.stderr
   assert proc.returncode == 0, out[-6000:]
   return proc.stdout

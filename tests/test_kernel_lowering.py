@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import pytest
 
 from kernels import splat_pallas as sp
+from tests import test_aot
 
 H, W = 36, 44  # 3x3 tiles of 16, ragged edges
 N, M, C = 64, 256, 3
@@ -141,7 +142,8 @@ def test_tpu_full_compile_with_libtpu():
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, libtpu_dir, env.get("PYTHONPATH")) if p)
   env.setdefault("TPU_ACCELERATOR_TYPE", "v5litepod-4")  # quiets libtpu's host probing
-  proc = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], env=env, cwd=repo,
-                        capture_output=True, text=True, timeout=600)
+  with test_aot.libtpu_lock():
+    proc = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], env=env, cwd=repo,
+                          capture_output=True, text=True, timeout=600)
   out = proc.stdout + proc.stderr
   assert proc.returncode == 0 and out.count("COMPILED") == 2, out[-6000:]
