@@ -62,6 +62,7 @@ def data_config() -> ml_collections.ConfigDict:
   d.render_size = 64  # resolution a source renders/loads views at (before crops)
   d.views_per_scene = 12  # views a source provides per scene
   d.num_input_views = 4
+  d.eval_input_views = 0  # input views of evaluation batches (0: num_input_views)
   d.num_target_views = 4
   d.input_size = 64  # input views are resized to this
   d.target_size = 64  # target views are resized to this ...

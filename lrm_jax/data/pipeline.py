@@ -134,8 +134,14 @@ def extra_view_fields(spec: dict | None) -> tuple:
 
 def sampler_from_config(data_config, fixed_views: bool = False,
                         extra_fields: tuple = ()) -> ViewSampler:
+  """The view sampler of ``data``; evaluation (``fixed_views``) takes
+  ``data.eval_input_views`` inputs when it is set (a model trained with N views scored on
+  fewer or more)."""
   d = data_config
-  return ViewSampler(d.num_input_views, d.num_target_views, d.input_size, d.target_size,
+  num_input = d.num_input_views
+  if fixed_views and d.get("eval_input_views", 0) > 0:
+    num_input = d.eval_input_views
+  return ViewSampler(num_input, d.num_target_views, d.input_size, d.target_size,
                      d.target_crop, fixed_views, bool(d.get("orbit_inputs", False)),
                      tuple(extra_fields))
 
