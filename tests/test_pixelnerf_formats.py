@@ -101,3 +101,27 @@ def test_bad_input_is_named_by_file_and_key(tmp_path):
   np.savez(os.path.join(dtu, "cameras.npz"), **cams)
   with pytest.raises(DataError, match=r"cameras.npz: 'world_mat_0' is not a camera"):
     folder.read_scene_cameras(dtu)
+
+
+def test_evaluation_protocols_pick_inputs_and_targets():
+  from lrm_jax.data import pipeline
+  ins, tgs = pf.protocol_views("srn", 251, 1)
+  assert list(ins) == [64] and len(tgs) == 250 and 64 not in tgs
+  assert list(pf.protocol_views("srn", 251, 2)[0]) == [64, 104]
+  ins, tgs = pf.protocol_views("dtu", 49, 3)
+  assert list(ins) == [25, 22, 28]
+  assert not set(tgs) & (set(range(3, 8)) | set(range(16, 22)) | set(range(36, 40)) | {25})
+  assert len(tgs) == 49 - 3 - 15
+  with pytest.raises(ValueError, match="input view 104 .* 100 views"):
+    pf.protocol_views("srn", 100, 2)
+  # Through the pipeline's evaluation sampler: view 2 is the input, the rest are targets.
+  sampler = pipeline.ViewSampler(1, 1, 8, 8, fixed_views=True, protocol="srn",
+                                 protocol_inputs=(2,))
+  v = 5
+  ex = {"images": np.arange(v, dtype=np.float32)[:, None, None, None] * np.ones((v, 8, 8, 3)),
+        "masks": np.ones((v, 8, 8, 1)), "depths": np.zeros((v, 8, 8, 1)),
+        "c2w": np.tile(np.eye(4), (v, 1, 1)), "intrinsics": np.tile([8.0, 8, 4, 4], (v, 1)),
+        "scene_id": 0}
+  out = sampler(ex, np.random.default_rng(0))
+  assert out["inputs"]["images"][:, 0, 0, 0].tolist() == [2.0]
+  assert out["targets"]["images"][:, 0, 0, 0].tolist() == [0.0, 1.0, 3.0, 4.0]

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from lrm_jax import cameras as cam
+from lrm_jax.data import pixelnerf_formats
 from lrm_jax.data import sources
 
 
@@ -71,15 +72,23 @@ class ViewSampler:
   fixed_views: bool = False
   fixed_inputs: bool = False
   extra_fields: tuple = ()  # per-view fields of the examples taken as they are
+  # With fixed_views: an evaluation protocol ("srn", "dtu": data/pixelnerf_formats.py) picks
+  # the inputs (protocol_inputs, or the protocol's own) and makes every other view a target.
+  protocol: str = ""
+  protocol_inputs: tuple = ()
 
   def __call__(self, example: dict, rng: np.random.Generator) -> dict:
     v = example["images"].shape[0]
     need = self.num_input + self.num_target
-    if need > v:
+    if need > v and not (self.fixed_views and self.protocol):
       raise ValueError(f"example {int(example['scene_id'])} has {v} views but "
                        f"{self.num_input} input + {self.num_target} target views were asked "
                        "for (data.num_input_views + data.num_target_views).")
-    if self.fixed_views:
+    if self.fixed_views and self.protocol:
+      in_idx, tg_idx = pixelnerf_formats.protocol_views(self.protocol, v, self.num_input,
+                                                        self.protocol_inputs)
+      order = np.concatenate([in_idx, tg_idx])
+    elif self.fixed_views:
       order = np.arange(need)
     elif self.fixed_inputs:
       order = np.concatenate([np.arange(self.num_input), self.num_input + rng.permutation(
@@ -143,7 +152,8 @@ def sampler_from_config(data_config, fixed_views: bool = False,
     num_input = d.eval_input_views
   return ViewSampler(num_input, d.num_target_views, d.input_size, d.target_size,
                      d.target_crop, fixed_views, bool(d.get("orbit_inputs", False)),
-                     tuple(extra_fields))
+                     tuple(extra_fields), d.get("eval_protocol", ""),
+                     tuple(d.get("eval_protocol_inputs", ())))
 
 
 def check_batch(batch: dict, spec: dict) -> None:

@@ -296,3 +296,38 @@ def read_mask(path: str, size: tuple[int, int]) -> np.ndarray:
     raise DataError(f"{path}: mask is {m.shape[1]}x{m.shape[0]}, its image "
                     f"{size[1]}x{size[0]}.")
   return (m / (255.0 if m.max() > 1 else 1.0))[..., None]
+
+
+# ---- evaluation protocols --------------------------------------------------------------
+
+# pixelNeRF's DTU protocol: input views in the order they are added (3, 6 or 9 views) and
+# the views never scored (they see too little of the object).
+DTU_INPUTS = (25, 22, 28, 40, 44, 48, 0, 8, 13)
+DTU_EXCLUDED = tuple(range(3, 8)) + tuple(range(16, 22)) + tuple(range(36, 40))
+# SRN: the input view (one view), then the second (two views).
+SRN_INPUTS = (64, 104)
+PROTOCOLS = ("", "srn", "dtu")
+
+
+def protocol_views(protocol: str, num_views: int, num_inputs: int,
+                   inputs: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
+  """``(input indices, target indices)`` of a scene with ``num_views`` views.
+
+  ``"srn"``: inputs ``inputs`` (default the first ``num_inputs`` of 64, 104), every other
+  view a target. ``"dtu"``: inputs the first ``num_inputs`` of :data:`DTU_INPUTS` (or
+  ``inputs``), targets every view that is neither an input nor in :data:`DTU_EXCLUDED`.
+  """
+  if protocol not in ("srn", "dtu"):
+    raise ValueError(f"unknown evaluation protocol {protocol!r}; choose one of "
+                     f"{PROTOCOLS[1:]} (or '' for the first views).")
+  table = SRN_INPUTS if protocol == "srn" else DTU_INPUTS
+  chosen = tuple(inputs) or table[:num_inputs]
+  if len(chosen) != num_inputs:
+    raise ValueError(f"{protocol} protocol: {num_inputs} input views asked for, the "
+                     f"protocol lists {len(chosen)} ({chosen}).")
+  if max(chosen) >= num_views:
+    raise ValueError(f"{protocol} protocol: input view {max(chosen)} asked for, but the "
+                     f"scene has {num_views} views.")
+  skip = set(chosen) | (set(DTU_EXCLUDED) if protocol == "dtu" else set())
+  targets = [i for i in range(num_views) if i not in skip]
+  return np.asarray(chosen, np.int64), np.asarray(targets, np.int64)
