@@ -125,3 +125,19 @@ def test_evaluation_protocols_pick_inputs_and_targets():
   out = sampler(ex, np.random.default_rng(0))
   assert out["inputs"]["images"][:, 0, 0, 0].tolist() == [2.0]
   assert out["targets"]["images"][:, 0, 0, 0].tolist() == [0.0, 1.0, 3.0, 4.0]
+
+
+def test_training_crops_inside_the_mask_box():
+  from lrm_jax.data import pipeline
+  v, s = 6, 32
+  masks = np.zeros((v, s, s, 1), np.float32)
+  masks[:, 20:24, 2:6] = 1.0  # a small object off centre
+  ex = {"images": np.ones((v, s, s, 3), np.float32), "masks": masks,
+        "depths": np.zeros((v, s, s, 1)), "c2w": np.tile(np.eye(4), (v, 1, 1)),
+        "intrinsics": np.tile([32.0, 32, 16, 16], (v, 1)), "scene_id": 0}
+  sampler = pipeline.ViewSampler(1, 5, s, s, target_crop=8, crop_in_mask=True)
+  for seed in range(5):
+    out = sampler(ex, np.random.default_rng(seed))
+    assert np.all(out["targets"]["masks"].sum(axis=(1, 2, 3)) > 0)  # every crop sees it
+    # Intrinsics follow the crop: the principal point moves by the window's corner.
+    assert np.all(out["targets"]["intrinsics"][:, 2] >= 16 - (s - 8))

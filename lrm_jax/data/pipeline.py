@@ -76,6 +76,9 @@ class ViewSampler:
   # the inputs (protocol_inputs, or the protocol's own) and makes every other view a target.
   protocol: str = ""
   protocol_inputs: tuple = ()
+  # Training crops centred inside the bounding box of the target's mask (pixelNeRF draws
+  # its rays inside the object's box early in training); plain random crops without a mask.
+  crop_in_mask: bool = False
 
   def __call__(self, example: dict, rng: np.random.Generator) -> dict:
     v = example["images"].shape[0]
@@ -115,6 +118,14 @@ class ViewSampler:
     if crop and crop < size:
       tops = rng.integers(0, size - crop + 1, size=len(idx))
       lefts = rng.integers(0, size - crop + 1, size=len(idx))
+      if self.crop_in_mask and not self.fixed_views:
+        for j, m in enumerate(out["masks"]):
+          rows, cols = np.nonzero(m[..., 0] > 0.5)
+          if rows.size:  # a centre inside the box, the window kept inside the image
+            cy = rng.integers(rows.min(), rows.max() + 1)
+            cx = rng.integers(cols.min(), cols.max() + 1)
+            tops[j] = np.clip(cy - crop // 2, 0, size - crop)
+            lefts[j] = np.clip(cx - crop // 2, 0, size - crop)
       for key in ("images", "masks", "depths"):
         out[key] = np.stack([a[t:t + crop, l:l + crop]
                              for a, t, l in zip(out[key], tops, lefts)])
@@ -153,7 +164,8 @@ def sampler_from_config(data_config, fixed_views: bool = False,
   return ViewSampler(num_input, d.num_target_views, d.input_size, d.target_size,
                      d.target_crop, fixed_views, bool(d.get("orbit_inputs", False)),
                      tuple(extra_fields), d.get("eval_protocol", ""),
-                     tuple(d.get("eval_protocol_inputs", ())))
+                     tuple(d.get("eval_protocol_inputs", ())),
+                     bool(d.get("target_crop_in_mask", False)))
 
 
 def check_batch(batch: dict, spec: dict) -> None:
