@@ -64,6 +64,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     d.input_size = 128
     d.target_size = 128
     d.target_crop = 8
+    # The paper draws rays inside the object's box for the first 100k steps: resume with
+    # --config.data.target_crop_in_mask=false after that.
+    d.target_crop_in_mask = True
     d.views_per_scene = 50
     d.num_target_views = 2
     d.batch_size = 4
