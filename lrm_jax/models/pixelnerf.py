@@ -78,6 +78,7 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   c.depth_std = 0.01
   c.min_train_views = 1  # train steps use 1..num_input_views views per scene
   c.density_activation = "relu"  # pixelNeRF; see activate()
+  c.density_shift = 0.0  # added to the raw density (pixelNeRF: 0)
   c.box_radius = 1.0
   c.ray_chunk = 4096  # rays per lax.map step per scene
   c.render_remat = variant != "tiny"
@@ -178,16 +179,18 @@ def make_mlp(c, **kw) -> ResnetFC:
   return ResnetFC(c.hidden, c.num_blocks, c.num_latent_blocks, c.combine_layer, **kw)
 
 
-def activate(raw: jax.Array, density: str = "relu") -> tuple[jax.Array, jax.Array]:
+def activate(raw: jax.Array, density: str = "relu",
+             shift: float = 0.0) -> tuple[jax.Array, jax.Array]:
   """``[..., 4]`` raw MLP output -> ``(sigma [...], rgb [..., 3] sigmoid)``.
 
   ``density``: ``"relu"`` (pixelNeRF) or ``"softplus"`` (never dead: a field whose raw
-  densities all fall below 0 early in a short run still gets gradients).
+  densities all fall below 0 early in a short run still gets gradients), of the raw
+  density plus ``shift`` (< 0: the field starts nearly empty, as EG3D's -1).
   """
   if density == "relu":
-    sigma = nn.relu(raw[..., 0])
+    sigma = nn.relu(raw[..., 0] + shift)
   elif density == "softplus":
-    sigma = nn.softplus(raw[..., 0])
+    sigma = nn.softplus(raw[..., 0] + shift)
   else:
     raise ValueError(f"model.density_activation must be relu or softplus, got {density!r}.")
   return sigma, nn.sigmoid(raw[..., 1:])
@@ -208,7 +211,8 @@ def view_field(mlp: ResnetFC, params, scene: dict, lo: int, hi: int, config) -> 
     d = jnp.broadcast_to(d[:, :, None], (d.shape[0], r, s, 3)).reshape(-1, r * s, 3)
     x = jnp.concatenate([positional_encoding(xyz, config.num_freqs, config.freq_base), d], -1)
     raw = mlp.apply({"params": params}, x, sample_features(maps, uv), scene["view_weights"])
-    sigma, rgb = activate(raw.reshape(r, s, 4), config.density_activation)
+    sigma, rgb = activate(raw.reshape(r, s, 4), config.density_activation,
+                          config.get("density_shift", 0.0))
     return sigma, rgb
 
   return field
