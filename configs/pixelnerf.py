@@ -42,7 +42,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   if arg.variant == "tiny":
     # 4 scenes x 2 target views x 12^2 rays (crops of 32^2 renders) x (16 coarse + 32 fine
     # evaluations) x 2 input views (one of them weighted 0 half the time) per step: about
-    # 3 s of one shared core per step here (16^2 crops: 5 s).
+    # 3 s of one shared core per step here (16^2 crops: 5 s). 400 steps took 1348 s there;
+    # held-out PSNR 14.22 dB from 1 view (baseline 14.63), 18.06 dB from 2 (baseline
+    # 14.57). model.density_shift=-2 gave the same 1-view PSNR at step 200 (14.21).
     d.render_size = 64
     d.input_size = 64
     d.target_size = 32
@@ -50,7 +52,6 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     d.views_per_scene = 4
     d.num_target_views = 2
     d.batch_size = 4
-    config.model.density_shift = -2.0  # start nearly empty: renders start at the background
     config.total_steps = 400
     o.lr = 1e-3
     o.warmup_steps = 50
