@@ -62,10 +62,17 @@ def data_config() -> ml_collections.ConfigDict:
   d.render_size = 64  # resolution a source renders/loads views at (before crops)
   d.views_per_scene = 12  # views a source provides per scene
   d.num_input_views = 4
+  d.eval_input_views = 0  # input views of evaluation batches (0: num_input_views)
+  # Evaluation protocol: "" (the first views are inputs, the next targets), "srn" or "dtu"
+  # (pixelNeRF's: fixed input views, every other (not excluded) view a target), and its
+  # input views ((): the protocol's own, e.g. SRN 64 then 104).
+  d.eval_protocol = ""
+  d.eval_protocol_inputs = ()
   d.num_target_views = 4
   d.input_size = 64  # input views are resized to this
   d.target_size = 64  # target views are resized to this ...
   d.target_crop = 0  # ... then randomly cropped to this (0: no crop)
+  d.target_crop_in_mask = False  # training crops centred inside the target mask's box
   d.background = (1.0, 1.0, 1.0)
   d.batch_size = 2  # global batch (examples); split over processes
   d.num_workers = 0  # grain worker processes (0: in-process)

@@ -41,6 +41,8 @@ def _define_flags():
   flags.DEFINE_integer("frames", 48, "turntable frames")
   flags.DEFINE_integer("resolution", 0, "render resolution (0: the model's input size)")
   flags.DEFINE_string("up_axis", "y", "up axis of a mesh: input (x, y, z, -y, ...)")
+  flags.DEFINE_integer("views", 0, "input views to take (0: the model's data.num_input_views; "
+                       "families that take any number, e.g. pixelNeRF, accept 1..N)")
   flags.mark_flags_as_required(["workdir", "input", "out"])
 
 CAMERA_RADIUS = 2.3
@@ -100,12 +102,18 @@ def load_inputs(spec: str, config, up_axis: str = "y", unposed_inputs=None) -> d
 
 
 def reconstruct(workdir: str, spec: str, out: str, frames: int = 48, resolution: int = 0,
-                up_axis: str = "y") -> dict:
-  """Runs the model on the inputs and writes the outputs; returns their paths."""
+                up_axis: str = "y", views: int = 0) -> dict:
+  """Runs the model on the inputs and writes the outputs; returns their paths.
+
+  ``views``: how many input views to take (0: the run's ``data.num_input_views``).
+  """
   from lrm_jax.io import export
   from lrm_jax.train import inference
   run = inference.load_trained(workdir)
   config, model, params, fam = run.config, run.model, run.params, run.family
+  if views:
+    config = config.copy_and_resolve_references()
+    config.data.num_input_views = views
   inputs = load_inputs(spec, config, up_axis, fam.unposed_inputs)
   batched = jax.tree.map(lambda x: jnp.asarray(x)[None], inputs)
   rep = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.reconstruct))(
@@ -138,7 +146,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   f = flags.FLAGS
-  paths = reconstruct(f.workdir, f.input, f.out, f.frames, f.resolution, f.up_axis)
+  paths = reconstruct(f.workdir, f.input, f.out, f.frames, f.resolution, f.up_axis, f.views)
   for k, v in paths.items():
     print(f"{k}: {v}")
 

@@ -177,3 +177,11 @@ def test_tiny_lrm_step_compiles_for_tpu_v5e():
   # The configured tiny LRM (shapes, LPIPS-VGG16 with random weights) on data x fsdp.
   out = _compile_for_tpu("configs/lrm.py:tiny", ["mesh.shape=(2,2,1)"])
   _check_report(out, "{'data': 2, 'fsdp': 2, 'tensor': 1}")
+
+
+def test_tiny_pixelnerf_step_compiles_for_tpu_v5e():
+  # The configured tiny pixelNeRF (ResNet encoder, projected-feature gathers, coarse and
+  # fine ResnetFCs through the shared ray marcher) on data x fsdp.
+  out = _compile_for_tpu("configs/pixelnerf.py:tiny", ["mesh.shape=(2,2,1)"],
+                         flags=["--nolpips"])
+  _check_report(out, "{'data': 2, 'fsdp': 2, 'tensor': 1}")

@@ -10,6 +10,7 @@ Three layouts are recognised in a scene folder:
 * ``rgba/NNN.png`` + ``pose/NNN.npy`` + ``intrinsics.npy``: OpenLRM. Poses are OpenCV c2w
   ``[3, 4]`` or ``[4, 4]``; ``intrinsics.npy`` is OpenLRM's ``[[fx, fy], [cx, cy], [w, h]]``
   (a 3x3 K or a ``(fx, fy, cx, cy)`` vector is accepted too).
+* pixelNeRF's SRN, DVR/NMR and DTU layouts: :mod:`lrm_jax.data.pixelnerf_formats`.
 
 Everything is converted to the library convention (OpenCV c2w, pixel intrinsics) here, at
 the edge. Bad input raises :class:`DataError` naming the file and the problem.
@@ -29,9 +30,10 @@ from PIL import Image
 
 from lrm_jax import cameras as cam
 from lrm_jax.errors import ConfigError, DataError
+from lrm_jax.data import pixelnerf_formats
 from lrm_jax.io import images as image_io
 
-LAYOUTS = ("transforms.json", "opencv_cameras.json", "openlrm")
+LAYOUTS = ("transforms.json", "opencv_cameras.json", "openlrm") + pixelnerf_formats.LAYOUTS
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".PNG", ".JPG", ".JPEG")
 
 
@@ -46,6 +48,8 @@ class SceneCameras:
   intrinsics: np.ndarray  # [V, 4] pixels of the native image
   height: int
   width: int
+  mask_paths: list[str] | None = None  # [V] mask images (DVR), else alpha or ones
+  mask_from_white: bool = False  # mask = pixels that are not pure white (SRN)
 
   @property
   def names(self) -> list[str]:
@@ -62,8 +66,12 @@ def detect_layout(root: str) -> str:
   if os.path.isfile(os.path.join(root, "intrinsics.npy")) and os.path.isdir(
       os.path.join(root, "pose")):
     return "openlrm"
+  layout = pixelnerf_formats.detect_layout(root)
+  if layout:
+    return layout
   raise DataError(f"{root}: no camera file found; expected transforms.json, "
-                  "opencv_cameras.json, or rgba/ + pose/ + intrinsics.npy (OpenLRM).")
+                  "opencv_cameras.json, rgba/ + pose/ + intrinsics.npy (OpenLRM), "
+                  "rgb/ + pose/ + intrinsics.txt (SRN) or cameras.npz (DVR/NMR, DTU).")
 
 
 def is_scene_dir(root: str) -> bool:
@@ -84,7 +92,7 @@ def find_scenes(root: str) -> list[str]:
                   if os.path.isdir(os.path.join(root, d)) and is_scene_dir(os.path.join(root, d)))
   if not scenes:
     raise DataError(f"{root}: neither a scene folder nor a folder of scene folders "
-                    "(no transforms.json, opencv_cameras.json or OpenLRM layout found).")
+                    f"(none of the layouts {LAYOUTS} found).")
   return scenes
 
 
@@ -317,6 +325,16 @@ def read_scene_cameras(root: str, need_images: bool = True,
   """Reads the cameras (and image paths) of one scene folder in any supported layout;
   image paths must stay inside ``root`` unless ``allow_outside``."""
   layout = detect_layout(root)
+  if layout in pixelnerf_formats.LAYOUTS:
+    reader = {"srn": pixelnerf_formats.read_srn, "dvr": pixelnerf_formats.read_dvr,
+              "dtu": pixelnerf_formats.read_dtu}[layout]
+    f = reader(root, need_images)
+    c2w = f["c2w"].astype(np.float64)
+    names = [os.path.basename(p) for p in f["paths"]]
+    _check_poses(c2w, names, f["manifest"])
+    scene = _finish(root, layout, f["paths"], c2w, f["intrinsics"], f["sizes"], f["manifest"])
+    scene.mask_paths, scene.mask_from_white = f["mask_paths"], f["mask_from_white"]
+    return scene
   reader = {"transforms.json": _read_blender, "opencv_cameras.json": _read_opencv,
             "openlrm": _read_openlrm}[layout]
   return reader(root, need_images, allow_outside)
@@ -414,8 +432,12 @@ class FolderScenes:
   def __getitem__(self, idx: int) -> dict:
     scene = read_scene_cameras(self.scenes[idx], allow_outside=self.allow_outside_paths)
     images, masks, intr = [], [], []
-    for path, k in zip(scene.image_paths, scene.intrinsics):
+    for i, (path, k) in enumerate(zip(scene.image_paths, scene.intrinsics)):
       rgb, mask = load_image(path, self.background)
+      if scene.mask_paths:
+        mask = pixelnerf_formats.read_mask(scene.mask_paths[i], rgb.shape[:2])
+      elif scene.mask_from_white:
+        mask = pixelnerf_formats.white_mask(rgb)
       check_visible(path, mask, self.transparent_views)
       if rgb.shape[:2] != (scene.height, scene.width):
         raise DataError(f"{path}: image is {rgb.shape[1]}x{rgb.shape[0]} but its camera "

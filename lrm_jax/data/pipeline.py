@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from lrm_jax import cameras as cam
+from lrm_jax.data import pixelnerf_formats
 from lrm_jax.data import sources
 
 
@@ -71,15 +72,26 @@ class ViewSampler:
   fixed_views: bool = False
   fixed_inputs: bool = False
   extra_fields: tuple = ()  # per-view fields of the examples taken as they are
+  # With fixed_views: an evaluation protocol ("srn", "dtu": data/pixelnerf_formats.py) picks
+  # the inputs (protocol_inputs, or the protocol's own) and makes every other view a target.
+  protocol: str = ""
+  protocol_inputs: tuple = ()
+  # Training crops centred inside the bounding box of the target's mask (pixelNeRF draws
+  # its rays inside the object's box early in training); plain random crops without a mask.
+  crop_in_mask: bool = False
 
   def __call__(self, example: dict, rng: np.random.Generator) -> dict:
     v = example["images"].shape[0]
     need = self.num_input + self.num_target
-    if need > v:
+    if need > v and not (self.fixed_views and self.protocol):
       raise ValueError(f"example {int(example['scene_id'])} has {v} views but "
                        f"{self.num_input} input + {self.num_target} target views were asked "
                        "for (data.num_input_views + data.num_target_views).")
-    if self.fixed_views:
+    if self.fixed_views and self.protocol:
+      in_idx, tg_idx = pixelnerf_formats.protocol_views(self.protocol, v, self.num_input,
+                                                        self.protocol_inputs)
+      order = np.concatenate([in_idx, tg_idx])
+    elif self.fixed_views:
       order = np.arange(need)
     elif self.fixed_inputs:
       order = np.concatenate([np.arange(self.num_input), self.num_input + rng.permutation(
@@ -106,6 +118,14 @@ class ViewSampler:
     if crop and crop < size:
       tops = rng.integers(0, size - crop + 1, size=len(idx))
       lefts = rng.integers(0, size - crop + 1, size=len(idx))
+      if self.crop_in_mask and not self.fixed_views:
+        for j, m in enumerate(out["masks"]):
+          rows, cols = np.nonzero(m[..., 0] > 0.5)
+          if rows.size:  # a centre inside the box, the window kept inside the image
+            cy = rng.integers(rows.min(), rows.max() + 1)
+            cx = rng.integers(cols.min(), cols.max() + 1)
+            tops[j] = np.clip(cy - crop // 2, 0, size - crop)
+            lefts[j] = np.clip(cx - crop // 2, 0, size - crop)
       for key in ("images", "masks", "depths"):
         out[key] = np.stack([a[t:t + crop, l:l + crop]
                              for a, t, l in zip(out[key], tops, lefts)])
@@ -134,10 +154,18 @@ def extra_view_fields(spec: dict | None) -> tuple:
 
 def sampler_from_config(data_config, fixed_views: bool = False,
                         extra_fields: tuple = ()) -> ViewSampler:
+  """The view sampler of ``data``; evaluation (``fixed_views``) takes
+  ``data.eval_input_views`` inputs when it is set (a model trained with N views scored on
+  fewer or more)."""
   d = data_config
-  return ViewSampler(d.num_input_views, d.num_target_views, d.input_size, d.target_size,
+  num_input = d.num_input_views
+  if fixed_views and d.get("eval_input_views", 0) > 0:
+    num_input = d.eval_input_views
+  return ViewSampler(num_input, d.num_target_views, d.input_size, d.target_size,
                      d.target_crop, fixed_views, bool(d.get("orbit_inputs", False)),
-                     tuple(extra_fields))
+                     tuple(extra_fields), d.get("eval_protocol", ""),
+                     tuple(d.get("eval_protocol_inputs", ())),
+                     bool(d.get("target_crop_in_mask", False)))
 
 
 def check_batch(batch: dict, spec: dict) -> None:

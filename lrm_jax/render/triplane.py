@@ -17,19 +17,12 @@ edge of the first texel, ``+1`` the right/bottom edge of the last, texel centres
 ``((y + 1) H - 1) / 2`` and column ``((x + 1) W - 1) / 2``. Lookups outside the texel
 centres clamp to the border texels (``padding_mode="border"``).
 
-Ray marching: rays are clipped to the box ``[-r, r]^3`` (slab test), sampled at
-``num_coarse`` stratified depths, then ``num_fine`` more depths are drawn by inverse-CDF
-sampling of the (mip-NeRF smoothed) coarse weights; the two sets are merged in depth order
-and composited. Each sample stands for its Voronoi interval along the ray (bounded by the
-midpoints to its neighbours and by the box entry/exit), so the intervals tile
-``[near, far]`` exactly and a constant field composites to exactly ``1 - exp(-sigma L)``.
-Only the fine samples are re-evaluated in the fine pass (as OpenLRM does); coarse values
-are reused.
+Ray marching is :mod:`lrm_jax.render.raymarch` (the one volume renderer); its names are
+re-exported here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, Callable
 
@@ -39,11 +32,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrm_jax.cameras import Cameras
+from lrm_jax.render import raymarch
+from lrm_jax.render.raymarch import (RenderConfig, composite, depth_samples,  # noqa: F401
+                                     interval_edges, march, ray_box_intersect, sample_pdf,
+                                     smooth_weights, stratified_samples)
 from lrm_jax.representations.field import MeshField
 
 Array = jax.Array
-# field_fn(points [R, S, 3], directions [R, 3]) -> (sigma [R, S], rgb [R, S, 3]).
-FieldFn = Callable[[Array, Array], tuple[Array, Array]]
+FieldFn = raymarch.FieldFn
 # decoder_apply(decoder_params, features [..., F]) -> (sigma [...], rgb [..., 3]).
 DecoderApply = Callable[[Any, Array], tuple[Array, Array]]
 
@@ -215,197 +211,7 @@ def mesh_field(planes: Array, decoder_apply: DecoderApply, decoder_params: Any, 
 # ----------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class RenderConfig:
-  """Static ray-marching settings (hashable: a jit static argument).
-
-  Attributes:
-    num_coarse: stratified samples per ray.
-    num_fine: importance samples per ray (0: coarse only).
-    box_radius: rays are clipped to ``[-box_radius, box_radius]^3``.
-    near: samples start no closer than this along the ray.
-    resample_padding: added to the smoothed weights before inverse-CDF sampling.
-    normalize_depth: depth is ``sum w t / sum w`` instead of ``sum w t``.
-    aggregate: how triplane features are combined (see :func:`sample_triplane`).
-    chunk: rays per ``lax.map`` step in :func:`render_rays`.
-    remat: recompute each chunk in the backward pass (memory bounded by one chunk).
-    return_weights: also return per-sample ``weights`` and depths ``t`` per ray.
-  """
-
-  num_coarse: int = 48
-  num_fine: int = 48
-  box_radius: float = 1.0
-  near: float = 0.0
-  resample_padding: float = 0.01
-  normalize_depth: bool = False
-  aggregate: str = "concat"
-  chunk: int = 4096
-  remat: bool = False
-  return_weights: bool = False
-
-
-def ray_box_intersect(origins: Array, directions: Array, radius: float = 1.0,
-                      near: float = 0.0) -> tuple[Array, Array, Array]:
-  """Slab test against ``[-radius, radius]^3``.
-
-  Zero direction components are replaced by a tiny number of the same sign, so a ray
-  parallel to a slab either never leaves it (its ``t`` bounds become huge) or misses.
-
-  Args:
-    origins, directions: ``[..., 3]``.
-    radius: half side of the box.
-    near: lower bound on the entry distance (0: nothing behind the origin).
-  Returns:
-    ``t_near, t_far [...]`` (``0, 1`` for missed rays, always finite) and ``hit [...]``.
-  """
-  tiny = jnp.asarray(1e-9, directions.dtype)
-  safe_d = jnp.where(jnp.abs(directions) < tiny, jnp.where(directions < 0, -tiny, tiny),
-                     directions)
-  inv_d = 1.0 / safe_d
-  t0 = (-radius - origins) * inv_d  # [..., 3]
-  t1 = (radius - origins) * inv_d
-  t_near = jnp.maximum(jnp.minimum(t0, t1).max(-1), near)
-  t_far = jnp.maximum(t0, t1).min(-1)
-  hit = t_far > t_near
-  t_near = jnp.where(hit, t_near, 0.0)
-  t_far = jnp.where(hit, t_far, 1.0)
-  return t_near, t_far, hit
-
-
-def stratified_samples(t_near: Array, t_far: Array, num: int,
-                       key: Array | None = None) -> Array:
-  """``num`` depths per ray, one per equal bin of ``[t_near, t_far]``.
-
-  Bin midpoints without ``key``; uniformly jittered within each bin with it.
-  Returns ``[..., num]``.
-  """
-  shape = t_near.shape + (num,)
-  if key is None:
-    u = jnp.broadcast_to(jnp.asarray(0.5, t_near.dtype), shape)
-  else:
-    u = jax.random.uniform(key, shape, t_near.dtype)
-  s = (jnp.arange(num, dtype=t_near.dtype) + u) / num  # [..., num] in (0, 1)
-  return t_near[..., None] + s * (t_far - t_near)[..., None]
-
-
-def interval_edges(t: Array, t_near: Array, t_far: Array) -> Array:
-  """Edges ``[..., S + 1]`` of the Voronoi intervals of sorted depths ``t [..., S]``."""
-  mids = 0.5 * (t[..., 1:] + t[..., :-1])
-  return jnp.concatenate([t_near[..., None], mids, t_far[..., None]], -1)
-
-
-def smooth_weights(weights: Array, padding: float) -> Array:
-  """mip-NeRF's 2-tap max then 2-tap blur of ``weights [..., S]``, plus ``padding``."""
-  padded = jnp.concatenate([weights[..., :1], weights, weights[..., -1:]], -1)  # [..., S+2]
-  maxed = jnp.maximum(padded[..., :-1], padded[..., 1:])  # [..., S+1]
-  return 0.5 * (maxed[..., :-1] + maxed[..., 1:]) + padding  # [..., S]
-
-
-def sample_pdf(edges: Array, weights: Array, num: int, key: Array | None = None) -> Array:
-  """Inverse-CDF samples of the piecewise-constant density ``weights`` on ``edges``.
-
-  Args:
-    edges: ``[..., S + 1]`` increasing bin edges.
-    weights: ``[..., S]`` non-negative bin weights (not all zero).
-    num: samples per ray.
-    key: stratified jitter of the CDF levels; evenly spaced levels without it.
-  Returns:
-    ``[..., num]`` sorted depths inside ``[edges[0], edges[-1]]``.
-  """
-  pdf = weights / weights.sum(-1, keepdims=True)
-  cdf = jnp.minimum(1.0, jnp.cumsum(pdf[..., :-1], -1))
-  zeros, ones = jnp.zeros_like(cdf[..., :1]), jnp.ones_like(cdf[..., :1])
-  cdf = jnp.concatenate([zeros, cdf, ones], -1)  # [..., S+1]
-  shape = edges.shape[:-1] + (num,)
-  if key is None:
-    jitter = jnp.broadcast_to(jnp.asarray(0.5, edges.dtype), shape)
-  else:
-    jitter = jax.random.uniform(key, shape, edges.dtype)
-  u = (jnp.arange(num, dtype=edges.dtype) + jitter) / num  # [..., num] in (0, 1)
-  # Index of the bin each level falls in (searchsorted right, by comparison: S is small).
-  above = jnp.sum(u[..., :, None] >= cdf[..., None, :], -1)  # [..., num] in [1, S]
-  above = jnp.clip(above, 1, weights.shape[-1])
-  below = above - 1
-  cdf0 = jnp.take_along_axis(cdf, below, -1)
-  cdf1 = jnp.take_along_axis(cdf, above, -1)
-  e0 = jnp.take_along_axis(edges, below, -1)
-  e1 = jnp.take_along_axis(edges, above, -1)
-  denom = cdf1 - cdf0
-  denom = jnp.where(denom < 1e-6, 1.0, denom)
-  frac = jnp.clip((u - cdf0) / denom, 0.0, 1.0)
-  return e0 + frac * (e1 - e0)
-
-
-def composite(t: Array, sigma: Array, rgb: Array, t_near: Array, t_far: Array,
-              background: Array, normalize_depth: bool = False) -> dict[str, Array]:
-  """Alpha compositing of samples at sorted depths ``t``.
-
-  Args:
-    t: ``[R, S]`` sorted depths in ``[t_near, t_far]``.
-    sigma: ``[R, S]`` densities (0 where nothing is); rgb: ``[R, S, 3]``.
-    t_near, t_far: ``[R]`` the ray's interval; each sample covers its Voronoi interval.
-    background: anything broadcasting to ``[R, 3]``.
-    normalize_depth: divide the expected depth by the accumulated alpha.
-  Returns:
-    ``rgb [R, 3]``, ``depth [R, 1]``, ``alpha [R, 1]``, ``weights [R, S]``, ``t [R, S]``.
-  """
-  edges = interval_edges(t, t_near, t_far)  # [R, S+1]
-  delta = jnp.maximum(edges[..., 1:] - edges[..., :-1], 0.0)  # [R, S]
-  tau = sigma * delta
-  alpha = 1.0 - jnp.exp(-tau)
-  # Transmittance before each sample: exp(-exclusive cumsum), stabler than a cumprod.
-  trans = jnp.exp(-(jnp.cumsum(tau, -1) - tau))
-  weights = alpha * trans  # [R, S]
-  acc = weights.sum(-1, keepdims=True)  # [R, 1]
-  color = jnp.einsum("rs,rsc->rc", weights, rgb) + (1.0 - acc) * background
-  depth = jnp.sum(weights * t, -1, keepdims=True)
-  if normalize_depth:
-    depth = depth / jnp.maximum(acc, 1e-8)
-  return {"rgb": color, "depth": depth, "alpha": acc, "weights": weights, "t": t}
-
-
-def march(field_fn: FieldFn, origins: Array, directions: Array, config: RenderConfig,
-          key: Array | None = None, background: Array | float = 1.0) -> dict[str, Array]:
-  """Renders rays through any density/colour field (coarse + importance samples).
-
-  Args:
-    field_fn: ``(points [R, S, 3], directions [R, 3]) -> (sigma [R, S], rgb [R, S, 3])``.
-    origins, directions: ``[R, 3]`` (directions need not be unit; depth is in units of
-      their length).
-    config: sample counts, box and depth settings.
-    key: jitters the stratified and importance samples; deterministic without it.
-    background: scalar, ``[3]`` or ``[R, 3]``.
-  Returns:
-    the :func:`composite` dict over the merged samples. Rays missing the box get the
-    background, alpha 0 and depth 0.
-  """
-  dtype = origins.dtype
-  background = jnp.broadcast_to(jnp.asarray(background, dtype), origins.shape)
-  t_near, t_far, hit = ray_box_intersect(origins, directions, config.box_radius,
-                                         config.near)
-  key_c, key_f = (None, None) if key is None else jax.random.split(key)
-
-  def evaluate(t):  # [R, S] -> sigma [R, S], rgb [R, S, 3]
-    points = origins[:, None, :] + t[..., None] * directions[:, None, :]
-    sigma, rgb = field_fn(points, directions)
-    return jnp.where(hit[:, None], sigma, 0.0), rgb
-
-  t = stratified_samples(t_near, t_far, config.num_coarse, key_c)  # [R, Sc]
-  sigma, rgb = evaluate(t)
-  if config.num_fine > 0:
-    coarse = composite(t, sigma, rgb, t_near, t_far, background)
-    edges = interval_edges(t, t_near, t_far)
-    w = smooth_weights(coarse["weights"], config.resample_padding)
-    t_fine = jax.lax.stop_gradient(sample_pdf(jax.lax.stop_gradient(edges),
-                                              jax.lax.stop_gradient(w),
-                                              config.num_fine, key_f))  # [R, Sf]
-    sigma_fine, rgb_fine = evaluate(t_fine)
-    t = jnp.concatenate([t, t_fine], -1)
-    order = jnp.argsort(t, -1)
-    t = jnp.take_along_axis(t, order, -1)
-    sigma = jnp.take_along_axis(jnp.concatenate([sigma, sigma_fine], -1), order, -1)
-    rgb = jnp.take_along_axis(jnp.concatenate([rgb, rgb_fine], -2), order[..., None], -2)
-  return composite(t, sigma, rgb, t_near, t_far, background, config.normalize_depth)
+# The generic marcher lives in render/raymarch.py (re-exported here for callers).
 
 
 # ----------------------------------------------------------------------------------------
@@ -413,14 +219,9 @@ def march(field_fn: FieldFn, origins: Array, directions: Array, config: RenderCo
 # ----------------------------------------------------------------------------------------
 
 
-def _render_scene_rays(decoder_apply, decoder_params, planes, origins, directions,
-                       background, key, config):
-  """One scene's rays ``[R, 3]`` -> output dict of ``[R, ...]`` (drops weights if asked)."""
-  field = triplane_field(decoder_apply, decoder_params, planes, config.aggregate)
-  out = march(field, origins, directions, config, key, background)
-  if not config.return_weights:
-    out = {k: out[k] for k in ("rgb", "depth", "alpha")}
-  return out
+def _triplane_builder(decoder_apply, aggregate, decoder_params, planes):
+  """:data:`raymarch.FieldBuilder` of one scene's planes (no separate fine field)."""
+  return triplane_field(decoder_apply, decoder_params, planes, aggregate), None
 
 
 @functools.partial(jax.jit, static_argnames=("decoder_apply", "config"))
@@ -453,43 +254,9 @@ def render_rays(decoder_apply: DecoderApply, decoder_params: Any, planes: Array,
                       jnp.asarray(background)[None] if jnp.ndim(background) > 1
                       else background)
     return jax.tree.map(lambda x: x[0], out)
-  batch = planes.shape[0]
-  ray_shape = origins.shape[1:-1]
-  n = int(np.prod(ray_shape))
-  dtype = planes.dtype
-  o = origins.reshape(batch, n, 3).astype(dtype)
-  d = directions.reshape(batch, n, 3).astype(dtype)
-  bg = jnp.broadcast_to(jnp.asarray(background, dtype), origins.shape).reshape(batch, n, 3)
-  keys = None if key is None else jax.random.split(key, batch)
-
-  def scene(planes_b, o_b, d_b, bg_b, key_b):  # one scene, one chunk
-    return _render_scene_rays(decoder_apply, decoder_params, planes_b, o_b, d_b, bg_b,
-                              key_b, config)
-
-  in_keys = 0 if keys is not None else None
-  scenes = jax.vmap(scene, in_axes=(0, 0, 0, 0, in_keys))
-  chunk = min(config.chunk, n)
-  num_chunks = -(-n // chunk)
-  if num_chunks == 1:
-    out = scenes(planes, o, d, bg, keys)
-  else:
-    pad = num_chunks * chunk - n
-
-    def split(x):  # [B, N, k] -> [num_chunks, B, chunk, k]; padding repeats the last ray.
-      x = jnp.concatenate([x, jnp.repeat(x[:, -1:], pad, 1)], 1) if pad else x
-      return x.reshape(batch, num_chunks, chunk, x.shape[-1]).swapaxes(0, 1)
-
-    def body(args):
-      o_c, d_c, bg_c, i = args
-      keys_c = None if keys is None else jax.vmap(jax.random.fold_in, (0, None))(keys, i)
-      return scenes(planes, o_c, d_c, bg_c, keys_c)
-
-    body = jax.checkpoint(body) if config.remat else body
-    out = jax.lax.map(body, (split(o), split(d), split(bg), jnp.arange(num_chunks)))
-    out = jax.tree.map(
-        lambda x: x.swapaxes(0, 1).reshape((batch, num_chunks * chunk) + x.shape[3:])[:, :n],
-        out)
-  return jax.tree.map(lambda x: x.reshape((batch,) + ray_shape + x.shape[2:]), out)
+  builder = functools.partial(_triplane_builder, decoder_apply, config.aggregate)
+  return raymarch.render_chunked(builder, decoder_params, planes, origins, directions, config,
+                                 key, background)
 
 
 @functools.partial(jax.jit, static_argnames=("decoder_apply", "config"))
