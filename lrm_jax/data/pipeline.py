@@ -135,9 +135,13 @@ def extra_view_fields(spec: dict | None) -> tuple:
 def sampler_from_config(data_config, fixed_views: bool = False,
                         extra_fields: tuple = ()) -> ViewSampler:
   d = data_config
-  return ViewSampler(d.num_input_views, d.num_target_views, d.input_size, d.target_size,
-                     d.target_crop, fixed_views, bool(d.get("orbit_inputs", False)),
-                     tuple(extra_fields))
+  args = (d.num_input_views, d.num_target_views, d.input_size, d.target_size,
+          d.target_crop, fixed_views, bool(d.get("orbit_inputs", False)), tuple(extra_fields))
+  if d.get("frame_window"):  # scene-level: a frame window, normalised by the inputs
+    from lrm_jax.data import scene_sampling  # pylint: disable=g-import-not-at-top
+    return scene_sampling.WindowSampler(*args, window=tuple(d.frame_window),
+                                        normalize=bool(d.get("normalize_scene", True)))
+  return ViewSampler(*args)
 
 
 def check_batch(batch: dict, spec: dict) -> None:
