@@ -19,11 +19,10 @@ def micro():
   fam = family.get(config)
   model = fam.build(config)
   batch = fam.dummy_batch(config)
-  init = jax.jit(lambda k: model.init(k, batch["inputs"], method=model.reconstruct))
-  params = nn.unbox(init(jax.random.key(0))["params"])
-  recon = jax.jit(lambda p, inputs: model.apply({"params": p}, inputs,
-                                                method=model.reconstruct))
-  return config, model, batch, params, recon(params, batch["inputs"])
+  init = jax.jit(lambda k: model.init_with_output(k, batch["inputs"],
+                                                  method=model.reconstruct))
+  g, variables = init(jax.random.key(0))  # one compile for both
+  return config, model, batch, nn.unbox(variables["params"]), g
 
 
 def test_runs_split_at_the_merge():
@@ -79,8 +78,8 @@ def test_one_gaussian_per_input_pixel_at_the_initial_distance(micro):
   np.testing.assert_allclose(np.median(dist), config.model.depth_init, rtol=0.1)
   np.testing.assert_allclose(np.median(g.scales), np.exp(config.model.scale_bias), rtol=0.2)
   np.testing.assert_allclose(np.median(g.opacities), 1 / (1 + np.exp(2.0)), rtol=0.1)
-  np.testing.assert_allclose(np.asarray(g.rgb).reshape(b, v, h, w, 3),
-                             batch["inputs"]["images"], atol=0.1)
+  err = np.abs(np.asarray(g.rgb).reshape(b, v, h, w, 3) - batch["inputs"]["images"])
+  assert err.mean() < 0.04 and err.max() < 0.2
 
 
 def test_activation_constants():
@@ -141,14 +140,14 @@ def test_paper_variant_shapes_without_arrays():
   assert spec["inputs"]["images"].shape == (1, 32, 544, 960, 3)
   assert spec["targets"]["images"].shape == (1, 8, 544, 960, 3)
   model = fam.build(config)
-  shapes = jax.eval_shape(lambda k: model.init(k, spec["inputs"], method=model.reconstruct),
-                          jax.random.key(0))
+  shapes = jax.eval_shape(lambda k, x: model.init(k, x, method=model.reconstruct),
+                          jax.random.key(0), spec["inputs"])
   params = nn.unbox(shapes["params"])
   n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
   assert 100e6 < n < 300e6, n  # 21 BiMamba2 + 3 transformer blocks at widths 256/1024
   assert params["merge"]["conv"]["kernel"].shape == (2, 2, 1, 1024)
   mixer = params["run_2"]["blocks"]["mixer"]  # after the merge: width 1024, 7 scanned
   assert mixer["in_proj"].shape == (7, 1024, 2 * 2048 + 2 * 256 + 32)
-  out = jax.eval_shape(lambda p: model.apply({"params": p}, spec["inputs"],
-                                             method=model.reconstruct), params)
+  out = jax.eval_shape(lambda p, x: model.apply({"params": p}, x, method=model.reconstruct),
+                       params, spec["inputs"])
   assert out.means.shape == (1, 32 * 544 * 960, 3) and out.sh.shape[-2] == 16

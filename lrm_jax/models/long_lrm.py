@@ -274,7 +274,7 @@ class Model(family.FamilyModel):
     ch = 11 + 3 * sh_lib.num_sh_bases(c.sh_degree)
     per_pixel_bias = jnp.zeros((ch,)).at[ch - 5].set(1.0)  # rotation (1, 0, 0, 0)
     head = nn.Dense(p * p * ch, kernel_init=nn.with_logical_partitioning(
-        layers.dense_init(0.1), ("embed", "mlp")),
+        layers.dense_init(0.01), ("embed", "mlp")),
         bias_init=lambda *_: jnp.tile(per_pixel_bias, p * p), name="head")
     out = head(x).reshape(b * v, h, w, p * p * ch)
     return unpatchify(out, p).reshape(b, v, hh, ww, ch)
