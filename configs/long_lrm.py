@@ -4,6 +4,8 @@ bidirectional Mamba2 + transformer blocks.
 Usage: ``--config=configs/long_lrm.py:tiny`` or ``--config=configs/long_lrm.py:variant=paper``.
 Variants: ``micro`` (tests), ``tiny`` (trains on a 2-core CPU), ``paper`` (32 views at
 960x544, widths 256/1024, d_state 256, per-block remat, bfloat16).
+``:tiny,rooms=True``: scene-level data (``lrm_jax.data.rooms``: frames along a camera path,
+inputs and targets from a frame window, the scene normalised by the input cameras).
 """
 
 import ml_collections
@@ -15,7 +17,7 @@ VARIANTS = tuple(long_lrm_model.VARIANTS)
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, variant="tiny", runlocal=False)
+  arg = common.parse_arg(arg, variant="tiny", runlocal=False, rooms=False)
   common.check_choice("variant", arg.variant, VARIANTS)
   config = common.base_config()
   config.family = "long_lrm"
@@ -37,6 +39,13 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
 
   d = config.data
   d.background = (1.0, 1.0, 1.0)
+  # Scene-level sampling (lrm_jax.data.scene_sampling): inputs and targets from a window of
+  # (min, max) consecutive frames, the scene normalised by the inputs; () for object data.
+  d.frame_window = ()
+  d.normalize_scene = True
+  # DL3DV-140 evaluation (lrm_jax.data.dl3dv_eval): the k-means input index, read from
+  # here (never copied), e.g. /work/shared/data/long_lrm/dl3dv_fold_8_kmeans_input_idx.json.
+  d.eval_index = ""
   if arg.variant == "micro":  # end-to-end tests
     d.render_size = d.input_size = d.target_size = 32
     d.num_input_views = d.num_target_views = 2
@@ -69,6 +78,13 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.optimizer.lr = 4e-5
     config.optimizer.warmup_steps = 2000
     config.optimizer.clip_norm = 10.0
+  if arg.rooms:
+    d.source = "rooms"
+    d.views_per_scene = 24
+    d.frame_window = (12, 24)
+    d.orbit_inputs = False
+    # Normalised scenes: input cameras within distance 1, walls ~1-3 away.
+    config.model.depth_init = 2.0
   if arg.runlocal:
     d.render_size = d.input_size = d.target_size = 64
     d.batch_size = 2

@@ -151,3 +151,16 @@ def test_paper_variant_shapes_without_arrays():
   out = jax.eval_shape(lambda p, x: model.apply({"params": p}, x, method=model.reconstruct),
                        params, spec["inputs"])
   assert out.means.shape == (1, 32 * 544 * 960, 3) and out.sh.shape[-2] == 16
+
+
+def test_paper_architecture_step_compiles_for_tpu_v5e():
+  """The paper's processor (24 blocks, widths 256/1024, d_state 256, scanned + remat, bf16)
+  and the Pallas splatting kernel in one train step for a v5e 2x2 slice (FSDP over 4
+  chips), at 2 views of 64^2 so the compile stays short; LPIPS off."""
+  from tests.test_aot import _check_report, _compile_for_tpu  # pylint: disable=g-import-not-at-top
+  small = ["data.num_input_views=2", "data.num_target_views=1", "data.input_hw=(64,64)",
+           "data.input_size=64", "data.target_size=64", "data.render_size=64",
+           "data.batch_size=4", "mesh.shape=(1,4,1)"]
+  out = _compile_for_tpu("configs/long_lrm.py:paper", small, flags=["--nolpips"])
+  params = _check_report(out, "{'data': 1, 'fsdp': 4, 'tensor': 1}")
+  assert params > 100e6

@@ -140,7 +140,8 @@ def sampler_from_config(data_config, fixed_views: bool = False,
   if d.get("frame_window"):  # scene-level: a frame window, normalised by the inputs
     from lrm_jax.data import scene_sampling  # pylint: disable=g-import-not-at-top
     return scene_sampling.WindowSampler(*args, window=tuple(d.frame_window),
-                                        normalize=bool(d.get("normalize_scene", True)))
+                                        normalize=bool(d.get("normalize_scene", True)),
+                                        ordered=bool(d.get("eval_index", "")))
   return ViewSampler(*args)
 
 

@@ -43,6 +43,9 @@ class WindowSampler(pipeline.ViewSampler):
 
   window: tuple = (64, 128)
   normalize: bool = True
+  # Evaluation on a protocol's views (dl3dv_eval.ProtocolScenes): the example's first
+  # num_input views are the inputs, the next num_target the targets.
+  ordered: bool = False
 
   def __call__(self, example: dict, rng: np.random.Generator) -> dict:
     v = example["images"].shape[0]
@@ -54,7 +57,10 @@ class WindowSampler(pipeline.ViewSampler):
                        f"window of at most {hi} (data.frame_window).")
     hi = min(hi, v)
     lo = min(max(lo, need), hi)
-    if self.fixed_views:
+    if self.fixed_views and self.ordered:
+      inputs = np.arange(self.num_input)
+      targets = self.num_input + np.arange(self.num_target)
+    elif self.fixed_views:
       inputs = evenly(hi, self.num_input)
       rest = np.setdiff1d(np.arange(hi), inputs)
       targets = rest[evenly(len(rest), self.num_target)]

@@ -92,6 +92,12 @@ def make_source(spec: str, data_config, split: str = "train", seed: int = 0):
                                   transparent_views=d.get("transparent_views", "warn"),
                                   allow_outside_paths=d.get("allow_outside_paths", False))
     n = len(src)
+    if split != "train" and d.get("eval_index", ""):
+      # DL3DV-140 protocol: k-means inputs, every 8th frame a target (all scenes evaluated).
+      from lrm_jax.data import dl3dv_eval  # pylint: disable=g-import-not-at-top
+      names = [os.path.splitext(os.path.basename(os.path.normpath(s)))[0] for s in src.scenes]
+      return dl3dv_eval.ProtocolScenes(src, names, d.eval_index, d.num_input_views,
+                                       d.num_target_views)
     if n == 1:
       return src
     n_eval = max(1, int(round(n * d.eval_fraction)))

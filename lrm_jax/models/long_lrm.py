@@ -337,10 +337,26 @@ def regularizers(representation, batch, config) -> dict:
   depth (pixels without depth, 0, are left out).
   """
   del batch
+  _note_depth_prior(config)
   weight = float(config.loss.get("opacity", 0.0))
   if weight <= 0:
     return {}
   return {"opacity": (weight, jnp.mean(representation.opacities))}
+
+
+# Sources that give every pixel's depth (the depth term's prior); others give zeros.
+_SOURCES_WITH_DEPTH = ("synthetic", "rooms", "mesh")
+_said = set()
+
+
+def _note_depth_prior(config) -> None:
+  """Says once that the depth term is off for a source without depth."""
+  source = str(config.data.get("source", ""))
+  if config.loss.get("depth", 0.0) > 0 and not source.startswith(_SOURCES_WITH_DEPTH) \
+      and source not in _said:
+    _said.add(source)
+    logging.warning("Long-LRM depth term: source %r has no depth maps, so the term is off "
+                    "(Long-LRM uses DepthAnything's; none is bundled).", source)
 
 
 def batch_spec(config, batch: int | None = None) -> dict:
