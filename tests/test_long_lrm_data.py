@@ -99,3 +99,39 @@ def test_kmeans_index_reads_140_scenes():
   assert all(i % 8 for i in lists[16] + lists[32])
   inputs, targets = dl3dv_eval.protocol_views(max(lists[32]) + 1, lists[32])
   assert len(targets) == (max(lists[32]) + 8) // 8
+
+
+class _Frames:
+  """A fake scene source: 20 frames, frame i's pixels all equal i / 100."""
+
+  def __len__(self):
+    return 1
+
+  def __getitem__(self, idx):
+    n = 20
+    c2w = cam.orbit_cameras(np.linspace(0, 60, n), np.full(n, 10.0), 2.0).astype(np.float32)
+    images = np.broadcast_to((np.arange(n) / 100.0)[:, None, None, None],
+                             (n, 8, 8, 3)).astype(np.float32)
+    return {"images": images, "masks": np.ones((n, 8, 8, 1), np.float32),
+            "depths": np.ones((n, 8, 8, 1), np.float32), "c2w": c2w,
+            "intrinsics": np.tile(cam.intrinsics_from_fov(1.0, 8, 8), (n, 1)),
+            "scene_id": np.int64(idx)}
+
+
+def test_protocol_scenes_feed_the_ordered_window_sampler(tmp_path):
+  from lrm_jax.data import scene_sampling  # pylint: disable=g-import-not-at-top
+  index = tmp_path / "index.json"
+  index.write_text(json.dumps([{"scene_name": "s0", "fold_8_kmeans_3_input": [3, 9, 13]}]))
+  src = dl3dv_eval.ProtocolScenes(_Frames(), ["s0"], str(index), num_inputs=3, max_targets=2)
+  ex = src[0]
+  # Inputs 3, 9, 13, then the targets 0, 8, 16 capped evenly at 2: 0 and 16.
+  np.testing.assert_allclose(ex["images"][:, 0, 0, 0] * 100, [3, 9, 13, 0, 16])
+  sampler = scene_sampling.WindowSampler(3, 2, 8, 8, fixed_views=True, window=(64, 128),
+                                         ordered=True)
+  out = sampler(ex, np.random.default_rng(0))
+  np.testing.assert_allclose(out["inputs"]["images"][:, 0, 0, 0] * 100, [3, 9, 13], atol=1e-4)
+  np.testing.assert_allclose(out["targets"]["images"][:, 0, 0, 0] * 100, [0, 16], atol=1e-4)
+  np.testing.assert_allclose(np.linalg.norm(out["inputs"]["c2w"][:, :3, 3], axis=-1).max(),
+                             1.0, rtol=1e-5)
+  with pytest.raises(DataError, match="no 16-view input list"):
+    dl3dv_eval.ProtocolScenes(_Frames(), ["s0"], str(index), num_inputs=16)[0]
