@@ -81,6 +81,8 @@ def find_scenes(root: str) -> list[str]:
   if os.path.isfile(root) and root.endswith(".txt"):
     from lrm_jax.data import scene_list  # pylint: disable=g-import-not-at-top
     return scene_list.read_scene_list(root)
+  if os.path.isfile(root) and root.endswith(".json"):  # one scene JSON of a scene list
+    return [root]
   if not os.path.isdir(root):
     raise DataError(f"{root}: folder does not exist.")
   if is_scene_dir(root):
