@@ -65,3 +65,15 @@ def test_window_sampler_draws_from_a_window_and_normalises(room_example):
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
   with pytest.raises(ValueError, match="frame_window"):
     scene_sampling.WindowSampler(6, 4, 16, 16, window=(5, 8))(ex, rng)
+
+
+def test_room_written_as_a_scene_list_reads_back(tmp_path):
+  from lrm_jax.data import folder, scene_list  # pylint: disable=g-import-not-at-top
+  src = rooms.SyntheticRooms(num_scenes=2, views_per_scene=4, resolution=16)
+  paths = [src.write_scene(i, str(tmp_path)) for i in range(2)]
+  scene_list.write_scene_list(str(tmp_path / "scenes.txt"), paths)
+  back = folder.FolderScenes(str(tmp_path / "scenes.txt"))
+  assert len(back) == 2
+  ex, want = back[1], src[1]
+  np.testing.assert_allclose(ex["c2w"], want["c2w"], atol=1e-5)
+  np.testing.assert_allclose(ex["images"], want["images"], atol=1 / 255 + 1e-6)

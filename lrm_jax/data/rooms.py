@@ -15,6 +15,8 @@ Randomness is per index, as the object source's (``synthetic.scene_rng``).
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 
 import numpy as np
 
@@ -198,6 +200,28 @@ class SyntheticRooms:
     return {"images": rgb, "masks": np.ones_like(depth), "depths": depth, "c2w": c2w,
             "intrinsics": intrinsics, "scene_id": np.int64(idx),
             "has_depth": np.float32(1.0)}
+
+  def write_scene(self, idx: int, out_dir: str) -> str:
+    """Writes scene ``idx`` as Long-LRM's scene JSON (``OUT/room_<idx>.json``) with its
+    frames as PNGs (``OUT/room_<idx>/NNN.png``): a scene folder to try the folder source,
+    scene lists and ``reconstruct`` on. Returns the JSON path."""
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    ex = self[idx]
+    name = f"room_{int(idx)}"
+    os.makedirs(os.path.join(out_dir, name), exist_ok=True)
+    frames = []
+    for i, (rgb, c2w, k) in enumerate(zip(ex["images"], ex["c2w"], ex["intrinsics"])):
+      rel = os.path.join(name, f"{i:03d}.png")
+      Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(
+          os.path.join(out_dir, rel))
+      frames.append({"file_path": rel, "w2c": cameras.c2w_to_w2c(
+          c2w.astype(np.float64)).tolist(), "h": self.resolution, "w": self.resolution,
+                     "fx": float(k[0]), "fy": float(k[1]), "cx": float(k[2]),
+                     "cy": float(k[3])})
+    path = os.path.join(out_dir, name + ".json")
+    with open(path, "w") as f:
+      json.dump({"scene_name": name, "frames": frames}, f)
+    return path
 
   def __repr__(self) -> str:
     return (f"SyntheticRooms(split={self.split!r}, num_scenes={self.num_scenes}, "
