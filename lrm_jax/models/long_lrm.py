@@ -18,7 +18,9 @@ Constants from arthurhero/Long-LRM (REFERENCES.md): distance along the unit ray
 degree 3, and test-time pruning at opacity 0.001. Ours, for CPU-sized runs (off in
 ``paper``): an initial distance (a bias on the distance logit), a scale bias for coarse
 images and the input pixel's colour as an SH DC skip.
-Deviation: the transformer blocks are :class:`layers.TransformerBlock` (with biases).
+Deviations: the transformer blocks are :class:`layers.TransformerBlock` and the LayerNorms
+are :class:`layers.LayerNorm`, both with (zero-initialised) biases where Long-LRM has none;
+training-time gradient-norm skipping (Long-LRM skips steps with norm > 50) is not done.
 """
 
 from __future__ import annotations
