@@ -68,6 +68,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.checkpoint_every = 100
     config.optimizer.warmup_steps = 50
     config.optimizer.lr = 2e-3
+    # Binning sorts in XLA: the NumPy host-callback sorts deadlocked this run's second step
+    # on one pinned core (taskset -c 1; the callback waits on XLA:CPU's only pool thread).
+    config.model.host_sorts = False
   else:  # paper: the last stage (REFERENCES.md, Long-LRM)
     d.num_input_views = 32
     d.num_target_views = 8
