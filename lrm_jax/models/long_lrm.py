@@ -333,18 +333,21 @@ class Model(family.FamilyModel):
 
 
 def regularizers(representation, batch, config) -> dict:
-  """``{"opacity": (config.loss.opacity, mean opacity of all Gaussians)}`` (Long-LRM 0.1).
+  """``{"opacity": (config.loss.opacity, mean opacity of all Gaussians)}`` (Long-LRM 0.1),
+  and ``input_depth`` (:func:`grm.pixel_depth_loss`) when ``config.loss.input_depth > 0``.
 
   Long-LRM's depth term (rendered vs prior disparity, normalised per view) is the shared
   ``config.loss.depth`` of :func:`lrm_jax.train.losses.image_losses`, against the source's
   depth (pixels without depth, 0, are left out).
   """
-  del batch
   _note_depth_prior(config)
+  out = {}
   weight = float(config.loss.get("opacity", 0.0))
-  if weight <= 0:
-    return {}
-  return {"opacity": (weight, jnp.mean(representation.opacities))}
+  if weight > 0:
+    out["opacity"] = (weight, jnp.mean(representation.opacities))
+  # Ours, off in paper: GRM's pull of each pixel's Gaussian to the input view's depth.
+  out.update(grm.regularizers(representation, batch, config))
+  return out
 
 
 # Sources that give every pixel's depth (the depth term's prior); others give zeros.
