@@ -77,3 +77,12 @@ def test_room_written_as_a_scene_list_reads_back(tmp_path):
   ex, want = back[1], src[1]
   np.testing.assert_allclose(ex["c2w"], want["c2w"], atol=1e-5)
   np.testing.assert_allclose(ex["images"], want["images"], atol=1 / 255 + 1e-6)
+
+
+def test_interpolated_path_passes_through_the_poses():
+  c2w = cam.orbit_cameras(np.array([0.0, 40.0, 90.0]), np.array([10.0, 20.0, 30.0]), 2.0)
+  path = cam.interpolate_path(c2w, 9)  # poses at 0, 4 and 8
+  np.testing.assert_allclose(path[[0, 4, 8]], c2w, atol=1e-5)
+  rot = path[:, :3, :3]
+  np.testing.assert_allclose(rot @ np.swapaxes(rot, 1, 2), np.broadcast_to(np.eye(3),
+                                                                           rot.shape), atol=1e-5)
