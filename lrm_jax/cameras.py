@@ -425,6 +425,27 @@ def normalize_scene(c2w: np.ndarray, scale_to: float = 1.0) -> tuple[np.ndarray,
   return out.astype(np.float32), transform.astype(np.float32), scale
 
 
+def interpolate_path(c2w: np.ndarray, num: int) -> np.ndarray:
+  """A smooth camera path ``[num, 4, 4]`` through the poses ``c2w [N, 4, 4]`` in their
+  order (a fly-through): centres and forward/down axes interpolated linearly between
+  consecutive poses, axes re-orthonormalised as :func:`average_pose` does."""
+  c2w = np.asarray(c2w, np.float64)
+  s = np.linspace(0.0, len(c2w) - 1, num)
+  lo = np.minimum(np.floor(s).astype(int), len(c2w) - 2) if len(c2w) > 1 else np.zeros(num, int)
+  hi = np.minimum(lo + 1, len(c2w) - 1)
+  t = (s - lo)[:, None]
+  mix = lambda col: (1 - t) * c2w[lo, :3, col] + t * c2w[hi, :3, col]
+  z = mix(2)
+  z /= np.linalg.norm(z, axis=-1, keepdims=True)
+  x = np.cross(mix(1), z)
+  x /= np.linalg.norm(x, axis=-1, keepdims=True)
+  y = np.cross(z, x)
+  out = np.tile(np.eye(4), (num, 1, 1))
+  out[:, :3, :3] = np.stack([x, y, z], -1)
+  out[:, :3, 3] = mix(3)
+  return out.astype(np.float32)
+
+
 def validate_c2w(c2w: np.ndarray, where: str) -> None:
   """Raise a clear ``ValueError`` naming ``where`` if poses are non-finite or not rigid."""
   c2w = np.asarray(c2w, np.float64)

@@ -114,6 +114,9 @@ def reconstruct(workdir: str, spec: str, out: str, frames: int = 48, resolution:
   if views:
     config = config.copy_and_resolve_references()
     config.data.num_input_views = views
+  if config.data.get("frame_window") and os.path.exists(spec) and not spec.startswith("mesh:"):
+    from lrm_jax import reconstruct_scene  # scene-level families (Long-LRM)
+    return reconstruct_scene.reconstruct_scene(run, spec, out, frames)
   inputs = load_inputs(spec, config, up_axis, fam.unposed_inputs)
   batched = jax.tree.map(lambda x: jnp.asarray(x)[None], inputs)
   rep = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.reconstruct))(

@@ -83,7 +83,14 @@ def is_scene_dir(root: str) -> bool:
 
 
 def find_scenes(root: str) -> list[str]:
-  """``root`` itself if it is a scene, else its sub-folders that are scenes (sorted)."""
+  """``root`` itself if it is a scene, else its sub-folders that are scenes (sorted); a
+  ``.txt`` file is Long-LRM's scene list (:func:`scene_list.read_scene_list`): its scene
+  JSON paths."""
+  if os.path.isfile(root) and root.endswith(".txt"):
+    from lrm_jax.data import scene_list  # pylint: disable=g-import-not-at-top
+    return scene_list.read_scene_list(root)
+  if os.path.isfile(root) and root.endswith(".json"):  # one scene JSON of a scene list
+    return [root]
   if not os.path.isdir(root):
     raise DataError(f"{root}: folder does not exist.")
   if is_scene_dir(root):
@@ -215,8 +222,11 @@ def _read_blender(root: str, need_images: bool, allow_outside: bool = False) -> 
   return _finish(root, "transforms.json", paths, c2w, np.asarray(intr), sizes, files[0])
 
 
-def _read_opencv(root: str, need_images: bool, allow_outside: bool = False) -> SceneCameras:
-  manifest = os.path.join(root, "opencv_cameras.json")
+def _read_opencv(root: str, need_images: bool, allow_outside: bool = False,
+                 manifest: str | None = None) -> SceneCameras:
+  """Long-LRM's camera JSON: ``root/opencv_cameras.json`` or ``manifest`` (a scene JSON of
+  a scene list, whose ``file_path``s are relative to ``root``, its folder)."""
+  manifest = manifest or os.path.join(root, "opencv_cameras.json")
   meta = _load_json(manifest)
   frames = _field(meta, "frames", manifest) if isinstance(meta, dict) else meta
   if not isinstance(frames, list) or not frames:
@@ -323,7 +333,10 @@ def _finish(root, layout, paths, c2w, intr, sizes, manifest) -> SceneCameras:
 def read_scene_cameras(root: str, need_images: bool = True,
                        allow_outside: bool = False) -> SceneCameras:
   """Reads the cameras (and image paths) of one scene folder in any supported layout;
-  image paths must stay inside ``root`` unless ``allow_outside``."""
+  image paths must stay inside ``root`` unless ``allow_outside``. ``root`` may also be a
+  scene JSON file of Long-LRM's format (an entry of a scene list)."""
+  if root.endswith(".json") and os.path.isfile(root):
+    return _read_opencv(os.path.dirname(root), need_images, allow_outside, manifest=root)
   layout = detect_layout(root)
   if layout in pixelnerf_formats.LAYOUTS:
     reader = {"srn": pixelnerf_formats.read_srn, "dvr": pixelnerf_formats.read_dvr,

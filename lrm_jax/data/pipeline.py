@@ -161,9 +161,14 @@ def sampler_from_config(data_config, fixed_views: bool = False,
   num_input = d.num_input_views
   if fixed_views and d.get("eval_input_views", 0) > 0:
     num_input = d.eval_input_views
-  return ViewSampler(num_input, d.num_target_views, d.input_size, d.target_size,
-                     d.target_crop, fixed_views, bool(d.get("orbit_inputs", False)),
-                     tuple(extra_fields), d.get("eval_protocol", ""),
+  args = (num_input, d.num_target_views, d.input_size, d.target_size,
+          d.target_crop, fixed_views, bool(d.get("orbit_inputs", False)), tuple(extra_fields))
+  if d.get("frame_window"):  # scene-level: a frame window, normalised by the inputs
+    from lrm_jax.data import scene_sampling  # pylint: disable=g-import-not-at-top
+    return scene_sampling.WindowSampler(*args, window=tuple(d.frame_window),
+                                        normalize=bool(d.get("normalize_scene", True)),
+                                        ordered=bool(d.get("eval_index", "")))
+  return ViewSampler(*args, d.get("eval_protocol", ""),
                      tuple(d.get("eval_protocol_inputs", ())),
                      bool(d.get("target_crop_in_mask", False)))
 

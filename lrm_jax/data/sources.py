@@ -1,6 +1,7 @@
 """grain random-access sources, chosen by a spec string.
 
   synthetic                  procedural objects rendered exactly (the embedded default)
+  rooms                      procedural rooms, frames along a camera path (scene level)
   mesh:PATH.obj              a textured mesh rendered from random cameras
   folder:DIR                 posed images on disk (transforms.json, opencv_cameras.json, OpenLRM)
   tfds:NAME[:DATA_DIR]       an ArrayRecord dataset written by lrm_jax.data.tfds_builder
@@ -66,6 +67,12 @@ def make_source(spec: str, data_config, split: str = "train", seed: int = 0):
                             seed=seed, orbit_views=orbit_views(d),
                             supersample=int(d.get("supersample", 1)),
                             elevation_deg=tuple(d.elevation_deg))
+  if kind == "rooms":  # scene-level synthetic (Long-LRM): frames along a camera path
+    from lrm_jax.data.rooms import SyntheticRooms
+    n = d.num_train_scenes if split == "train" else d.num_eval_scenes
+    return SyntheticRooms(split="val" if split == "eval" else split, num_scenes=n,
+                          views_per_scene=d.views_per_scene, resolution=d.render_size,
+                          seed=seed, supersample=int(d.get("supersample", 1)))
   if kind == "mesh":
     if not arg:
       raise ValueError("source 'mesh:PATH.obj' needs a path.")
@@ -85,6 +92,12 @@ def make_source(spec: str, data_config, split: str = "train", seed: int = 0):
                                   transparent_views=d.get("transparent_views", "warn"),
                                   allow_outside_paths=d.get("allow_outside_paths", False))
     n = len(src)
+    if split != "train" and d.get("eval_index", ""):
+      # DL3DV-140 protocol: k-means inputs, every 8th frame a target (all scenes evaluated).
+      from lrm_jax.data import dl3dv_eval  # pylint: disable=g-import-not-at-top
+      names = [os.path.splitext(os.path.basename(os.path.normpath(s)))[0] for s in src.scenes]
+      return dl3dv_eval.ProtocolScenes(src, names, d.eval_index, d.num_input_views,
+                                       d.num_target_views)
     if n == 1:
       return src
     n_eval = max(1, int(round(n * d.eval_fraction)))
@@ -96,7 +109,7 @@ def make_source(spec: str, data_config, split: str = "train", seed: int = 0):
     if not name:
       raise ValueError("source 'tfds:NAME[:DATA_DIR]' needs a dataset name.")
     return TfdsScenes(name, "train" if split == "train" else "validation", data_dir or None)
-  raise ValueError(f"unknown data source {spec!r}; expected synthetic, mesh:PATH.obj, "
+  raise ValueError(f"unknown data source {spec!r}; expected synthetic, rooms, mesh:PATH.obj, "
                    "folder:DIR or tfds:NAME[:DATA_DIR].")
 
 

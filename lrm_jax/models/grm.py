@@ -241,33 +241,10 @@ class Model(family.FamilyModel):
 
   def render(self, gaussians: gs.Gaussians, cameras: cam.Cameras, background,
              train: bool = False) -> dict:
-    """Splats ``[B, N]`` Gaussians into cameras ``[B, V]``: rgb, depth, alpha, overflow.
-
-    Memory settings (``config.model``; absent from configs saved before they existed):
-    ``intersections_per_gaussian`` sizes the static intersection buffer per camera
-    (default 16 per Gaussian, :func:`binning.default_capacity`; overflow is reported),
-    ``render_views_at_once`` renders that many target views at a time, one group after
-    another, and ``render_remat`` recomputes each group in the backward pass.
-    """
-    c = self.config
-    backend = resolve_backend(c.backend)
-    # Per device on its batch rows (a Pallas kernel on TPU cannot be auto-partitioned).
-    options = {}
-    if backend == "tiled":  # configs saved before tile_size/chunk_size existed lack them
-      options = {"block_tiles": c.block_tiles, "tile_size": int(c.get("tile_size", 16)),
-                 "chunk_size": int(c.get("chunk_size", 32))}
-    per_gaussian = int(c.get("intersections_per_gaussian", 0) or 0)
-    if per_gaussian > 0:
-      options["capacity"] = per_gaussian * gaussians.num
-    options["views_at_once"] = int(c.get("render_views_at_once", 0) or 0) or None
-    options["remat"] = bool(c.get("render_remat", False))
-    options["host_sorts"] = bool(c.get("host_sorts", True))
-    options["max_unrolled_cameras"] = int(c.get("max_unrolled_cameras", 16))
+    """Splats ``[B, N]`` Gaussians into cameras ``[B, V]``: rgb, depth, alpha, overflow
+    (:func:`render_gaussians`)."""
     del train  # splatting is deterministic
-    return parallel.batch_map(
-        lambda g, c, bg: splatting.rasterize(g, c, bg, backend=backend, **options),
-        (gaussians, cameras),
-        (jnp.zeros((3,), jnp.float32) if background is None else jnp.asarray(background),))
+    return render_gaussians(self.config, gaussians, cameras, background)
 
   def __call__(self, inputs: dict, cameras: cam.Cameras, background, train: bool = False):
     """-> (rendered dict, all pixel-aligned Gaussians); only the ``keep_fraction`` most
@@ -341,6 +318,35 @@ def resolve_backend(name: str) -> str:
     return name
   return "tiled" if jax.default_backend() == "cpu" else "pallas"
 
+
+
+def render_gaussians(c, gaussians: gs.Gaussians, cameras: cam.Cameras, background) -> dict:
+  """Splats ``[B, N]`` Gaussians into cameras ``[B, V]``: rgb, depth, alpha, overflow; the
+  renderer settings of a model config ``c`` (shared by the Gaussian families).
+
+  Memory settings (absent from configs saved before they existed):
+  ``intersections_per_gaussian`` sizes the static intersection buffer per camera
+  (default 16 per Gaussian, :func:`binning.default_capacity`; overflow is reported),
+  ``render_views_at_once`` renders that many target views at a time, one group after
+  another, and ``render_remat`` recomputes each group in the backward pass.
+  """
+  backend = resolve_backend(c.backend)
+  # Per device on its batch rows (a Pallas kernel on TPU cannot be auto-partitioned).
+  options = {}
+  if backend == "tiled":  # configs saved before tile_size/chunk_size existed lack them
+    options = {"block_tiles": c.block_tiles, "tile_size": int(c.get("tile_size", 16)),
+               "chunk_size": int(c.get("chunk_size", 32))}
+  per_gaussian = int(c.get("intersections_per_gaussian", 0) or 0)
+  if per_gaussian > 0:
+    options["capacity"] = per_gaussian * gaussians.num
+  options["views_at_once"] = int(c.get("render_views_at_once", 0) or 0) or None
+  options["remat"] = bool(c.get("render_remat", False))
+  options["host_sorts"] = bool(c.get("host_sorts", True))
+  options["max_unrolled_cameras"] = int(c.get("max_unrolled_cameras", 16))
+  return parallel.batch_map(
+      lambda g, c, bg: splatting.rasterize(g, c, bg, backend=backend, **options),
+      (gaussians, cameras),
+      (jnp.zeros((3,), jnp.float32) if background is None else jnp.asarray(background),))
 
 def pixel_depth_loss(gaussians: gs.Gaussians, inputs: dict) -> jax.Array:
   """Mean |camera z of each pixel's Gaussian - the input view's depth| where depth is known.

@@ -21,17 +21,25 @@ def smooth_l1(x: jax.Array, beta: float = 1.0) -> jax.Array:
 
 
 def normalized_disparity(depth: jax.Array, valid: jax.Array) -> jax.Array:
-  """Disparity of ``[..., H, W, 1]`` depth, normalised per image to zero median-ish mean
-  and unit mean absolute deviation over valid pixels (scale/shift invariant)."""
-  disp = jnp.where(valid, 1.0 / jnp.maximum(depth, 1e-6), 0.0)
-  n = jnp.maximum(jnp.sum(valid, axis=(-3, -2, -1), keepdims=True), 1.0)
-  mean = jnp.sum(disp, axis=(-3, -2, -1), keepdims=True) / n
-  dev = jnp.sum(jnp.abs(disp - mean) * valid, axis=(-3, -2, -1), keepdims=True) / n
-  return jnp.where(valid, (disp - mean) / jnp.maximum(dev, 1e-6), 0.0)
+  """Disparity ``1 / max(z, 0.01)`` of ``[..., H, W, 1]`` depth, normalised per image over
+  its valid pixels as Long-LRM does: ``(x - median) / mean|x - median|`` (scale and shift
+  invariant). The median is the lower one (``torch.median``); invalid pixels give 0."""
+  disp = jnp.where(valid, 1.0 / jnp.maximum(depth, 0.01), 0.0)
+  lead = disp.shape[:-3]
+  flat = disp.reshape(lead + (-1,))
+  flat_valid = valid.reshape(lead + (-1,))
+  n = jnp.sum(flat_valid, axis=-1, keepdims=True)  # [..., 1]
+  ordered = jnp.sort(jnp.where(flat_valid, flat, jnp.inf), axis=-1)
+  median = jnp.take_along_axis(ordered, jnp.maximum(n - 1, 0) // 2, axis=-1)
+  median = jnp.where(n > 0, median, 0.0)[..., None, None]  # [..., 1, 1, 1]
+  nf = jnp.maximum(n.astype(disp.dtype), 1.0)[..., None, None]
+  dev = jnp.sum(jnp.abs(disp - median) * valid, axis=(-3, -2, -1), keepdims=True) / nf
+  return jnp.where(valid, (disp - median) / jnp.maximum(dev, 1e-6), 0.0)
 
 
 def depth_regularizer(pred_depth, target_depth, mask) -> jax.Array:
-  """Long-LRM's depth term: smooth L1 between normalised disparities on the object."""
+  """Long-LRM's depth term: smooth L1 between normalised disparities (per image) where the
+  mask is on and the target depth known (> 0); 0 when no pixel is."""
   valid = (mask > 0.5) & (target_depth > 0)
   d = normalized_disparity(pred_depth, valid) - normalized_disparity(target_depth, valid)
   n = jnp.maximum(jnp.sum(valid), 1.0)
