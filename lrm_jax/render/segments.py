@@ -25,9 +25,19 @@ that binning uses too.
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+def _usable_cpus() -> int:
+  """CPUs this process may run on (its affinity mask; the CPU count where unknown)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except (AttributeError, OSError):
+    return os.cpu_count() or 1
+
 
 def sort_on_cpu_host(keys, numpy_fn, xla_fn, enabled: bool = True):
   """``xla_fn(keys)`` (a sort or argsort of integer ``keys`` along the last axis), which on
@@ -43,7 +53,7 @@ def sort_on_cpu_host(keys, numpy_fn, xla_fn, enabled: bool = True):
   to it. JAX also leaves programs with host callbacks out of its persistent compilation
   cache.
   """
-  if not enabled or jax.device_count() > 1:
+  if not enabled or jax.device_count() > 1 or _usable_cpus() < 2:
     return xla_fn(keys)
   out = jax.eval_shape(xla_fn, keys)
   host = lambda k: numpy_fn(np.asarray(k))
