@@ -22,7 +22,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.variant = arg.variant
 
   config.model = grm_model.model_config(arg.variant)
-  # input_depth: each pixel's Gaussian vs the input view's depth (grm.regularizers).
+  # input_depth: each pixel's Gaussian vs the input view's depth (models/pixel_gaussians.regularizers).
   config.loss.input_depth = 0.0
 
   d = config.data

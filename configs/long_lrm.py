@@ -34,7 +34,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.loss.depth = 0.01
   config.loss.opacity = 0.1
   # Ours (0 in paper): each pixel's Gaussian pulled to the input view's depth where the
-  # source knows it (grm.pixel_depth_loss), for CPU-sized runs.
+  # source knows it (pixel_gaussians.pixel_depth_loss), for CPU-sized runs.
   config.loss.input_depth = 0.0
   # AdamW (0.9, 0.95), weight decay 0.05 on matrices only (A_log, D, dt_bias are 1-D).
   config.optimizer.b1, config.optimizer.b2 = 0.9, 0.95

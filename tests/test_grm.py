@@ -9,6 +9,7 @@ from lrm_jax import cameras as cam
 from lrm_jax.config_loading import load_config
 from lrm_jax.data import pipeline
 from lrm_jax.models import grm
+from lrm_jax.models import pixel_gaussians
 from lrm_jax.representations import gaussians as gs
 from lrm_jax.render import tiled
 
@@ -94,7 +95,7 @@ def test_pixel_depth_loss_matches_a_numpy_reference():
                             jnp.tile(jnp.asarray([1.0, 0, 0, 0]), (b, v * h * w, 1)),
                             jnp.full((b, v * h * w, 1), 0.5), jnp.full((b, v * h * w, 3), 0.5))
   inputs = {"c2w": jnp.asarray(c2w), "depths": jnp.asarray(depths), "masks": jnp.asarray(masks)}
-  got = float(grm.pixel_depth_loss(g, inputs))
+  got = float(pixel_gaussians.pixel_depth_loss(g, inputs))
   # Reference: world -> camera with the inverse c2w, camera z, masked mean |z - depth|.
   errs, n = 0.0, 0
   for bi in range(b):
@@ -114,9 +115,9 @@ def test_pixel_depth_loss_matches_a_numpy_reference():
 def test_input_depth_regularizer_is_off_by_default_and_on_by_weight(micro):
   config, batch, model, params = micro
   g = model.apply({"params": params}, batch["inputs"], method=model.reconstruct)
-  assert grm.regularizers(g, batch, config) == {}
+  assert pixel_gaussians.regularizers(g, batch, config) == {}
   config = load_config("configs/grm.py:micro", ["loss.input_depth=0.5"])
-  (weight, value), = grm.regularizers(g, batch, config).values()
+  (weight, value), = pixel_gaussians.regularizers(g, batch, config).values()
   assert weight == 0.5 and np.isfinite(float(value)) and float(value) > 0
 
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from lrm_jax import cameras as cam
-from lrm_jax.convert import dl3dv
+from lrm_jax.data import dl3dv
 from lrm_jax.data import dl3dv_eval
 from lrm_jax.data import folder
 from lrm_jax.data import scene_list

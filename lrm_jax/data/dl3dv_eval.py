@@ -3,7 +3,7 @@ are the k-means frame lists of ``dl3dv_fold_8_kmeans_input_idx.json`` (16 or 32 
 
 The index file is read from the path the config names (``data.eval_index``); it is never
 copied into the repository. Frames are counted in the scene JSON's order (file-name order,
-as :mod:`lrm_jax.convert.dl3dv` writes them).
+as :mod:`lrm_jax.data.dl3dv` writes them).
 """
 
 from __future__ import annotations

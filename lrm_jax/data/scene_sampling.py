@@ -17,7 +17,7 @@ import dataclasses
 import numpy as np
 
 from lrm_jax import cameras as cam
-from lrm_jax.data import pipeline
+from lrm_jax.data import view_sampling
 
 
 def evenly(n: int, count: int) -> np.ndarray:
@@ -38,8 +38,8 @@ def normalize_views(inputs: dict, targets: dict) -> tuple[dict, dict]:
 
 
 @dataclasses.dataclass(frozen=True)
-class WindowSampler(pipeline.ViewSampler):
-  """:class:`pipeline.ViewSampler` over a frame window, with scene normalisation."""
+class WindowSampler(view_sampling.ViewSampler):
+  """:class:`view_sampling.ViewSampler` over a frame window, with scene normalisation."""
 
   window: tuple = (64, 128)
   normalize: bool = True

@@ -28,7 +28,7 @@ import os
 import numpy as np
 
 from lrm_jax import cameras as cam
-from lrm_jax.data import pipeline
+from lrm_jax.data import view_sampling
 from lrm_jax.io import images as image_io
 
 # Median longest mask-bbox side / image side over synthetic training views (0.47).
@@ -110,8 +110,8 @@ def preprocess(rgb: np.ndarray, alpha: np.ndarray | None, config) -> dict:
     top, left = (h - s) // 2, (w - s) // 2
     composited, mask = composited[top:top + s, left:left + s], mask[top:top + s, left:left + s]
   size = d.input_size
-  image = np.clip(pipeline.resize_image(composited, size), 0.0, 1.0)
-  mask = np.clip(pipeline.resize_image(mask[..., None], size), 0.0, 1.0)
+  image = np.clip(view_sampling.resize_image(composited, size), 0.0, 1.0)
+  mask = np.clip(view_sampling.resize_image(mask[..., None], size), 0.0, 1.0)
   return {"image": image.astype(np.float32), "mask": mask.astype(np.float32)}
 
 

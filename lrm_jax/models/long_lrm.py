@@ -35,7 +35,7 @@ import ml_collections
 
 from lrm_jax import cameras as cam
 from lrm_jax.models import family
-from lrm_jax.models import grm
+from lrm_jax.models import pixel_gaussians
 from lrm_jax.models import layers
 from lrm_jax.models import mamba2
 from lrm_jax.representations import gaussians as gs
@@ -131,7 +131,7 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   # drawn at random from the rest (Long-LRM: 40% kept, a tenth of them at random).
   c.keep_fraction = 0.4
   c.random_fraction = 0.1
-  # Renderer (as GRM's: grm.render_gaussians).
+  # Renderer (as GRM's: pixel_gaussians.render_gaussians).
   c.backend = "auto"
   c.tile_size = 8
   c.block_tiles = 16
@@ -322,9 +322,9 @@ class Model(family.FamilyModel):
 
   def render(self, gaussians: gs.Gaussians, cameras: cam.Cameras, background,
              train: bool = False) -> dict:
-    """Splats ``[B, N]`` Gaussians into cameras ``[B, V]`` (:func:`grm.render_gaussians`)."""
+    """Splats ``[B, N]`` Gaussians into cameras ``[B, V]`` (:func:`pixel_gaussians.render_gaussians`)."""
     del train
-    return grm.render_gaussians(self.config, gaussians, cameras, background)
+    return pixel_gaussians.render_gaussians(self.config, gaussians, cameras, background)
 
   def __call__(self, inputs: dict, cameras: cam.Cameras, background, train: bool = False):
     """-> (rendered dict of the pruned Gaussians, all Gaussians)."""
@@ -334,7 +334,7 @@ class Model(family.FamilyModel):
 
 def regularizers(representation, batch, config) -> dict:
   """``{"opacity": (config.loss.opacity, mean opacity of all Gaussians)}`` (Long-LRM 0.1),
-  and ``input_depth`` (:func:`grm.pixel_depth_loss`) when ``config.loss.input_depth > 0``.
+  and ``input_depth`` (:func:`pixel_gaussians.pixel_depth_loss`) when ``config.loss.input_depth > 0``.
 
   Long-LRM's depth term (rendered vs prior disparity, normalised per view) is the shared
   ``config.loss.depth`` of :func:`lrm_jax.train.losses.image_losses`, against the source's
@@ -346,7 +346,7 @@ def regularizers(representation, batch, config) -> dict:
   if weight > 0:
     out["opacity"] = (weight, jnp.mean(representation.opacities))
   # Ours, off in paper: GRM's pull of each pixel's Gaussian to the input view's depth.
-  out.update(grm.regularizers(representation, batch, config))
+  out.update(pixel_gaussians.regularizers(representation, batch, config))
   return out
 
 

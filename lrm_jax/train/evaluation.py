@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrm_jax import parallel
-from lrm_jax.data import pipeline, sources
+from lrm_jax.data import pipeline, sources, view_sampling
 from lrm_jax.io import images as image_io
 from lrm_jax.train import metrics as metrics_lib
 
@@ -29,7 +29,7 @@ def nearest_view_prediction(inputs: dict, targets: dict) -> np.ndarray:
   out = np.empty(targets["images"].shape, np.float32)
   for b in range(nearest.shape[0]):
     for v in range(nearest.shape[1]):
-      out[b, v] = pipeline.resize_image(inputs["images"][b, nearest[b, v]], t)
+      out[b, v] = view_sampling.resize_image(inputs["images"][b, nearest[b, v]], t)
   return out
 
 

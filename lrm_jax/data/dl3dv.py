@@ -1,6 +1,6 @@
 """DL3DV (nerfstudio ``transforms.json`` + ``images_4``) -> Long-LRM's scene JSON, undistorted.
 
-  python -m lrm_jax.convert.dl3dv --scenes=DL3DV/1K/*/nerfstudio --out=data/dl3dv \
+  python -m lrm_jax.data.dl3dv --scenes=DL3DV/1K/*/nerfstudio --out=data/dl3dv \
       [--images=images_4] [--scene_list=data/dl3dv/scenes.txt]
 
 Per scene: the frames' OpenGL c2w (``transform_matrix``) become OpenCV w2c; the intrinsics
