@@ -3,7 +3,7 @@
 
 The equivalence check needs 8 (fake) CPU devices, so ``XLA_FLAGS`` must be set before jax
 is imported: it runs this file as a script in subprocesses (``python tests/test_parallel.py
---worker grm|lrm``, the two started together), which train the four meshes one after
+--worker grm|lrm``, one per test), which train the four meshes one after
 another on subsets of the 8 devices from the same initial state and print one JSON line per
 mesh. What "the same" means (float32 rounding and how far each model carries it) is
 explained above ``COMMON``.
@@ -292,33 +292,29 @@ def _start_worker(family: str, tmpdir: str):
   return proc, out, err
 
 
-@pytest.fixture(scope="module")
-def equivalence_workers(request, tmp_path_factory):
-  """Starts the equivalence workers of the selected tests together (they are compile-bound
-  and single-threaded for much of the time, so two overlap well on two cores)."""
-  selected = {item.name for item in request.session.items}
-  tmpdir = str(tmp_path_factory.mktemp("equivalence"))
-  workers = {f: _start_worker(f, tmpdir) for f in FAMILIES
-             if f"test_{f}_same_parameters_on_every_mesh" in selected}
-  yield workers
-  for proc, out, err in workers.values():
+def _worker_rows(family: str, tmpdir: str) -> list[dict]:
+  """Runs one equivalence worker to completion and returns its JSON rows.
+
+  Each test starts its own worker: under pytest-xdist (README's ``-n 2``) a module fixture
+  that started both families' workers ran once per xdist process, so four 8-device
+  processes shared two cores, and XLA:CPU's collectives starved (a rendezvous abort after
+  10 minutes). The two tests still overlap when xdist puts them on different processes."""
+  proc, out, err = _start_worker(family, tmpdir)
+  try:
+    try:
+      proc.wait(timeout=WORKER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+      proc.kill()
+      proc.wait()
+    out.seek(0)
+    err.seek(0)
+    stdout, stderr = out.read(), err.read()
+  finally:
     if proc.poll() is None:
       proc.kill()
       proc.wait()
     out.close()
     err.close()
-
-
-def _rows(workers, family: str) -> list[dict]:
-  proc, out, err = workers[family]
-  try:
-    proc.wait(timeout=WORKER_TIMEOUT)
-  except subprocess.TimeoutExpired:
-    proc.kill()
-    proc.wait()
-  out.seek(0)
-  err.seek(0)
-  stdout, stderr = out.read(), err.read()
   assert proc.returncode == 0, f"worker exit {proc.returncode}:\n{stdout[-2000:]}\n{stderr[-6000:]}"
   rows = [json.loads(l) for l in stdout.splitlines() if l.startswith("{")]
   assert [tuple(r["mesh"]) for r in rows] == list(MESHES), stdout + stderr[-3000:]
@@ -361,12 +357,12 @@ def _check_rows(rows, tol: dict):
   assert all(r["n_sharded_mu"] == r["n_sharded"] for r in rows)
 
 
-def test_grm_same_parameters_on_every_mesh(equivalence_workers):
-  _check_rows(_rows(equivalence_workers, "grm"), FAMILIES["grm"][2])
+def test_grm_same_parameters_on_every_mesh(tmp_path):
+  _check_rows(_worker_rows("grm", str(tmp_path)), FAMILIES["grm"][2])
 
 
-def test_lrm_same_parameters_on_every_mesh(equivalence_workers):
-  _check_rows(_rows(equivalence_workers, "lrm"), FAMILIES["lrm"][2])
+def test_lrm_same_parameters_on_every_mesh(tmp_path):
+  _check_rows(_worker_rows("lrm", str(tmp_path)), FAMILIES["lrm"][2])
 
 
 if __name__ == "__main__":

@@ -73,25 +73,23 @@ MIN_LOW_PRECISION_SIDE = 128
 def matmul(x: jax.Array, w: jax.Array, dtype: Dtype = jnp.float32) -> jax.Array:
   """A dense layer's product ``x [M, K] @ w [K, N] -> [M, N]`` (float32 result).
 
-  ``dtype`` below float32: mixed precision (:func:`dense_einsum`). float32: on TPU and GPU
-  the plain product; on CPU the same product with the weight gradient formed from a
-  materialised ``x^T`` (:func:`_product`). Autodiff's ``dW = x^T g`` contracts the token
-  axis of both operands, and XLA:CPU's layout assignment then turns it into a dot that
-  contracts the first axis of one operand and the last of the other, with that operand's
-  producer (a GELU, a LayerNorm's backward) fused into a transposing copy: for the tall,
-  thin products of an upsampler at full resolution (32k tokens x 32-128 channels) that form
-  ran ~10x slower than the same product with ``x^T`` materialised (bench/RESULTS.md,
-  AVX2 CPUs).
+  ``dtype`` below float32: mixed precision (:func:`dense_einsum`). Either way the weight
+  gradient is formed from a materialised ``x^T`` (:func:`_product`). Autodiff's
+  ``dW = x^T g`` contracts the token axis of both operands, and XLA:CPU's layout assignment
+  then turns it into a dot that contracts the first axis of one operand and the last of the
+  other, with that operand's producer (a GELU, a LayerNorm's backward) fused into a
+  transposing copy: for the tall, thin products of an upsampler at full resolution (32k
+  tokens x 32-128 channels) that form ran ~10x slower than the same product with ``x^T``
+  materialised (bench/RESULTS.md, AVX2 CPUs). The same form on every platform, not a
+  ``lax.platform_dependent`` choice: that lowers to an HLO conditional, the SPMD
+  partitioner puts the weight gradient's all-reduce inside it, and XLA:CPU then ran such
+  collectives out of order across devices (a rendezvous deadlock on 8 host devices).
   """
   dtype = jnp.dtype(dtype)
   if min(x.shape[-1], w.shape[-1]) < MIN_LOW_PRECISION_SIDE:
     dtype = jnp.dtype(jnp.float32)
   x, w = x.astype(jnp.float32), w.astype(jnp.float32)  # the backward returns float32
-  if dtype != jnp.float32:
-    return _product(dtype, x, w)
-  return jax.lax.platform_dependent(
-      x, w, cpu=functools.partial(_product, jnp.dtype(jnp.float32)),
-      default=lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+  return _product(dtype, x, w)
 
 
 def dense_dot_general(lhs, rhs, dimension_numbers, precision=None,
