@@ -165,6 +165,17 @@ def test_eval_split_uses_fixed_views_and_is_finite():
   assert_batches_equal(batches, again)
 
 
+def test_eval_scores_whole_target_views_not_training_crops():
+  c = toy_config()  # target_crop=10 of target_size=16
+  train = next(pipeline.make_iterator(c, source=ToySource(n=4)))
+  assert train["targets"]["images"].shape[2:4] == (10, 10)
+  ev = next(iter(pipeline.make_iterator(c, split="eval", source=ToySource(n=4))))
+  assert ev["targets"]["images"].shape[2:4] == (16, 16)
+  # The whole view, resized: the eval target is the source view at 16^2 (no crop offset).
+  np.testing.assert_array_equal(ev["targets"]["intrinsics"][0, 0],
+                                np.asarray([16, 16, 8, 8], np.float32))
+
+
 def test_too_few_views_is_a_clear_error():
   c = toy_config(num_input_views=6, num_target_views=6)
   with pytest.raises(ValueError, match="has 8 views but 6 input \\+ 6 target"):

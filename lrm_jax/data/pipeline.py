@@ -46,13 +46,16 @@ def sampler_from_config(data_config, fixed_views: bool = False,
                         extra_fields: tuple = ()) -> ViewSampler:
   """The view sampler of ``data``; evaluation (``fixed_views``) takes
   ``data.eval_input_views`` inputs when it is set (a model trained with N views scored on
-  fewer or more)."""
+  fewer or more), and scores whole ``target_size`` views: ``data.target_crop`` crops only
+  training targets (scored crops would be mostly background, and a different part of each
+  view per run)."""
   d = data_config
   num_input = d.num_input_views
   if fixed_views and d.get("eval_input_views", 0) > 0:
     num_input = d.eval_input_views
+  crop = 0 if fixed_views else d.target_crop
   args = (num_input, d.num_target_views, d.input_size, d.target_size,
-          d.target_crop, fixed_views, bool(d.get("orbit_inputs", False)), tuple(extra_fields))
+          crop, fixed_views, bool(d.get("orbit_inputs", False)), tuple(extra_fields))
   if d.get("frame_window"):  # scene-level: a frame window, normalised by the inputs
     from lrm_jax.data import scene_sampling  # pylint: disable=g-import-not-at-top
     return scene_sampling.WindowSampler(*args, window=tuple(d.frame_window),
