@@ -135,9 +135,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = mesh_config()
   c.logical_axis_rules = logical_axis_rules()
 
-  # Image losses every family shares (train/losses.py); depth: rendered vs target depth. A
-  # family adds the weights of its own regularizers here in its config file.
-  c.loss = ml_collections.ConfigDict(dict(mse=1.0, lpips=1.0, mask=1.0, depth=0.0))
+  # Image losses every family shares (train/losses.py); depth: rendered vs target depth;
+  # l1 and ssim (1 - SSIM) are off unless a family sets them. A family adds the weights of
+  # its own regularizers here in its config file.
+  c.loss = ml_collections.ConfigDict(dict(mse=1.0, lpips=1.0, mask=1.0, depth=0.0, l1=0.0,
+                                          ssim=0.0))
   c.inject_nan_at_step = -1  # testing: make the loss NaN at this step
 
   c.total_steps = 1000

@@ -31,7 +31,8 @@ def evaluate(workdir: str, split: str = "eval", overrides=()) -> dict:
   run = inference.load_trained(workdir, config)
   perceptual = losses.Perceptual.from_config(config)
   ev = evaluation.Evaluator(config, run.model, run.program.mesh, run.program.rules, None,
-                            perceptual, split=split, spec=run.family.batch_spec(config))
+                            perceptual, split=split, spec=run.family.batch_spec(config),
+                            extra_metrics=run.family.eval_metrics)
   result = ev.run(run.params, run.step)
   result.update(split=split, source=config.data.source, checkpoint_step=run.step)
   evaluation.write_eval_json(workdir, result)

@@ -2,6 +2,8 @@
 
   synthetic                  procedural objects rendered exactly (the embedded default)
   rooms                      procedural rooms, frames along a camera path (scene level)
+  heads                      animatable synthetic heads with expression codes (Avat3r)
+  head_folder:DIR            multi-view head captures with expression codes (Avat3r)
   mesh:PATH.obj              a textured mesh rendered from random cameras
   folder:DIR                 posed images on disk (transforms.json, opencv_cameras.json, OpenLRM)
   tfds:NAME[:DATA_DIR]       an ArrayRecord dataset written by lrm_jax.data.tfds_builder
@@ -73,6 +75,19 @@ def make_source(spec: str, data_config, split: str = "train", seed: int = 0):
     return SyntheticRooms(split="val" if split == "eval" else split, num_scenes=n,
                           views_per_scene=d.views_per_scene, resolution=d.render_size,
                           seed=seed, supersample=int(d.get("supersample", 1)))
+  if kind == "heads":  # Avat3r: identities at several expressions
+    from lrm_jax.data.heads import SyntheticHeads
+    n = d.num_train_scenes if split == "train" else d.num_eval_scenes
+    return SyntheticHeads(split="val" if split == "eval" else split, num_scenes=n,
+                          views_per_scene=d.views_per_scene,
+                          num_input_views=d.num_input_views, resolution=d.render_size,
+                          background=tuple(d.background), seed=seed,
+                          num_identities=int(d.get("num_identities", 0)))
+  if kind == "head_folder":
+    if not arg:
+      raise ValueError("source 'head_folder:DIR' needs a folder.")
+    from lrm_jax.data import head_folder
+    return head_folder.source_for_split(arg, d, split, seed)
   if kind == "mesh":
     if not arg:
       raise ValueError("source 'mesh:PATH.obj' needs a path.")
@@ -109,8 +124,8 @@ def make_source(spec: str, data_config, split: str = "train", seed: int = 0):
     if not name:
       raise ValueError("source 'tfds:NAME[:DATA_DIR]' needs a dataset name.")
     return TfdsScenes(name, "train" if split == "train" else "validation", data_dir or None)
-  raise ValueError(f"unknown data source {spec!r}; expected synthetic, rooms, mesh:PATH.obj, "
-                   "folder:DIR or tfds:NAME[:DATA_DIR].")
+  raise ValueError(f"unknown data source {spec!r}; expected synthetic, rooms, heads, "
+                   "mesh:PATH.obj, folder:DIR, head_folder:DIR or tfds:NAME[:DATA_DIR].")
 
 
 def load_cameras(root: str):

@@ -36,7 +36,11 @@ library names a family. To add one (docs/design.md, "Adding a family"):
      (:class:`lrm_jax.representations.field.MeshField`): a density
      and colour field of the first scene, for a mesh export (default: none);
    - ``unposed_inputs(path, config) -> inputs``: inputs from images without cameras, for
-     ``reconstruct`` (default: unsupported).
+     ``reconstruct`` (default: unsupported);
+   - ``eval_metrics(model, params, batch, representation, background) -> {name: [B, Vt]}``:
+     per-target-view metrics of the family beyond PSNR/SSIM/LPIPS, computed in the jitted
+     evaluation and averaged (NaNs ignored) into the eval results under their names
+     (default: none).
 
 Export is keyed by representation type (:mod:`lrm_jax.io.export`): Gaussians -> ``.ply``,
 a family with a ``mesh_field`` -> ``mesh.obj``/``mesh.glb``, anything else is only rendered
@@ -127,6 +131,7 @@ class Family:
   load_pretrained: Callable = unchanged_params
   mesh_field: Callable = no_mesh_field
   unposed_inputs: Callable | None = None
+  eval_metrics: Callable | None = None
 
   def build(self, config) -> nn.Module:
     """The family's Flax module for ``config.model``."""

@@ -22,6 +22,7 @@ from lrm_jax import cameras as cam
 from lrm_jax.models import family
 from lrm_jax.models import layers
 from lrm_jax.models import pixel_gaussians
+from lrm_jax.models import upsampler
 from lrm_jax.models.vit import PatchEmbed
 from lrm_jax.representations import gaussians as gs
 
@@ -124,14 +125,8 @@ def grm_activation(raw, origins, directions, *, near: float, far: float,
                             opacities, rgb)
 
 
-class ViewPositions(nn.Module):
-  """Adds a learned position embedding per view and token: ``[B, V, T, D]``."""
-
-  @nn.compact
-  def __call__(self, tokens: jax.Array) -> jax.Array:
-    pos = self.param("embedding", nn.with_logical_partitioning(
-        nn.initializers.normal(0.02), ("views", "tokens", "embed")), tokens.shape[1:])
-    return tokens + pos
+# Kept importable from here (configs and notebooks of earlier runs).
+ViewPositions = upsampler.ViewPositions
 
 
 class Model(family.FamilyModel):
@@ -149,20 +144,7 @@ class Model(family.FamilyModel):
     attention = c.get("attention", "auto")
     self.transformer = layers.Transformer(c.depth, c.num_heads, c.mlp_ratio, c.remat_policy,
                                           c.scan, dtype, attention)
-    self.up_proj = [nn.Dense(4 * ch, kernel_init=nn.with_logical_partitioning(
-        layers.dense_init(), ("embed", "mlp")), dot_general=layers.dense_dot_general,
-        name=f"up_proj_{i}")
-                    for i, ch in enumerate(c.up_channels)]
-    # The upsampler's full-resolution activations dominate memory at 512^2: remat its
-    # blocks with the transformer's policy.
-    window_block = layers.WindowBlock if c.remat_policy == "none" else nn.remat(
-        layers.WindowBlock, policy=layers.REMAT_POLICIES[c.remat_policy])
-    groups = dict(group_min_tokens=c.get("window_group_min_tokens", 65536),
-                  group_tokens=c.get("window_group_tokens", 4096))
-    self.up_blocks = [[window_block(h, c.window, c.mlp_ratio, dtype, attention, **groups,
-                                    name=f"up_block_{i}_{j}")
-                       for j in range(c.up_blocks)]
-                      for i, h in enumerate(c.up_heads)]
+    self.up_proj, self.up_blocks = upsampler.make_upsampler(c, dtype, attention)
     head = lambda n, bias=nn.initializers.zeros: nn.Dense(
         n, kernel_init=nn.with_logical_partitioning(layers.dense_init(0.1), ("mlp", None)),
         bias_init=bias, dot_general=layers.dense_dot_general)
@@ -184,11 +166,7 @@ class Model(family.FamilyModel):
 
   def upsample(self, feat):
     """``[B, V, h, w, D] -> [B, V, H, W, C]`` by PixelShuffle stages + windowed attention."""
-    for proj, blocks in zip(self.up_proj, self.up_blocks):
-      feat = layers.pixel_shuffle(proj(feat), 2)
-      for block in blocks:
-        feat = block(feat)
-    return feat
+    return upsampler.upsample(self.up_proj, self.up_blocks, feat)
 
   def raw_attributes(self, inputs: dict, rays=None) -> dict:
     """Per-pixel raw Gaussian attributes ``{name: [B, V, H, W, k]}`` (before activation).

@@ -44,30 +44,34 @@ class Evaluator:
   """Renders the held-out (eval split) scenes' target views and scores them."""
 
   def __init__(self, config, model, mesh, rules, workdir: str | None, perceptual=None,
-               split: str = "eval", source=None, spec: dict | None = None):
+               split: str = "eval", source=None, spec: dict | None = None,
+               extra_metrics=None):
     self.config, self.model, self.mesh, self.rules = config, model, mesh, rules
     self.workdir = workdir
     self.perceptual = perceptual
     self.split = split
     self.source = source
     self.spec = spec  # the family's batch spec (its extra per-view fields)
+    self.extra_metrics = extra_metrics  # the family's eval_metrics hook (or None)
     self.last = None
     self._fn = None
     self._bg = jnp.asarray(config.data.background, jnp.float32)
 
   def _render_fn(self):
     if self._fn is None:
-      model, bg, perceptual = self.model, self._bg, self.perceptual
+      model, bg, perceptual, extra = self.model, self._bg, self.perceptual, self.extra_metrics
 
       def render(params, batch):
         cams = pipeline.batch_cameras(batch["targets"])
-        rendered, _ = model.apply({"params": params}, batch["inputs"], cams, bg, train=False)
+        rendered, rep = model.apply({"params": params}, batch["inputs"], cams, bg, train=False)
         rgb = jnp.clip(rendered["rgb"], 0.0, 1.0)
         tgt = batch["targets"]["images"]
         out = {"rgb": rgb, "mse": metrics_lib.mse(rgb, tgt), "ssim": metrics_lib.ssim(rgb, tgt)}
         if perceptual is not None:
           flat = lambda x: x.reshape((-1,) + x.shape[-3:])
           out["lpips"] = perceptual(flat(rgb), flat(tgt)).reshape(rgb.shape[:2])
+        if extra is not None:
+          out["extra"] = extra(model, params, batch, rep, bg)
         return out
       # Replicated outputs: every process can read them (multi-host) without a gather.
       self._fn = parallel.jit(render, out_shardings=parallel.replicated(self.mesh))
@@ -90,6 +94,7 @@ class Evaluator:
     fn = self._render_fn()
     mses, ssims, lpipss, base_bg, base_nv = [], [], [], [], []
     first, num_scenes = None, 0
+    extras = {}
     with parallel.use_mesh(self.mesh, self.rules):
       for local in self.batches():
         out = jax.device_get(fn(params, parallel.to_global_batch(local, self.mesh, self.rules)))
@@ -98,6 +103,8 @@ class Evaluator:
         ssims.append(out["ssim"].reshape(-1))
         if "lpips" in out:
           lpipss.append(out["lpips"].reshape(-1))
+        for name, value in out.get("extra", {}).items():
+          extras.setdefault(name, []).append(np.asarray(value).reshape(-1))
         # Host-side, from this process's rows: gathered, so every process scores them all.
         b = baselines(local["inputs"], local["targets"], self.config.data.background)
         base_bg.append(parallel.gather_rows(b["background"]).reshape(-1))
@@ -116,6 +123,9 @@ class Evaluator:
         "num_scenes": num_scenes,
         "num_views": int(sum(len(m) for m in mses)),
     }
+    for name, values in extras.items():
+      values = np.concatenate(values)
+      result[name] = float(np.nanmean(values)) if np.any(np.isfinite(values)) else None
     result["baseline_psnr"] = max(result["baseline_background_psnr"],
                                   result["baseline_nearest_view_psnr"])
     if self.workdir and jax.process_index() == 0 and first is not None:

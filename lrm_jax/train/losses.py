@@ -1,4 +1,5 @@
-"""Training losses: image MSE, perceptual (LPIPS), mask, opacity and depth regularisers.
+"""Training losses: image MSE, L1, SSIM, perceptual (LPIPS), mask, opacity and depth
+regularisers.
 
 ``image_losses`` compares a renderer's output dict (``rgb``, ``alpha``, ``depth``) with the
 batch's targets. Family-specific terms (TV on triplanes, ...) come from the model module's
@@ -13,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from lrm_jax.train import lpips as lpips_lib
+from lrm_jax.train import metrics as metrics_lib
 
 
 def smooth_l1(x: jax.Array, beta: float = 1.0) -> jax.Array:
@@ -70,12 +72,19 @@ def image_losses(rendered: dict, targets: dict, weights, perceptual=None) -> dic
   Args:
     rendered: ``rgb [B, V, H, W, 3]``, ``alpha [B, V, H, W, 1]``, ``depth [B, V, H, W, 1]``.
     targets: ``images``, ``masks`` (and ``depths``) of the same shapes.
-    weights: ``config.loss`` with ``mse, lpips, mask, depth`` weights.
+    weights: ``config.loss`` with ``mse, lpips, mask, depth`` weights and optional ``l1``
+      and ``ssim`` (the term ``1 - SSIM``) weights (absent or 0: off).
     perceptual: ``f(x [N, H, W, 3], y) -> [N]`` or None.
   """
   rgb, tgt = rendered["rgb"], targets["images"]
   terms = {"mse": jnp.mean(jnp.square(rgb - tgt))}
   total = weights.mse * terms["mse"]
+  if weights.get("l1", 0.0) > 0:
+    terms["l1"] = jnp.mean(jnp.abs(rgb - tgt))
+    total = total + weights.l1 * terms["l1"]
+  if weights.get("ssim", 0.0) > 0:
+    terms["ssim"] = 1.0 - jnp.mean(metrics_lib.ssim(rgb, tgt))
+    total = total + weights.ssim * terms["ssim"]
   if weights.mask > 0:
     terms["mask"] = jnp.mean(jnp.square(rendered["alpha"] - targets["masks"]))
     total = total + weights.mask * terms["mask"]

@@ -111,7 +111,8 @@ def _train(config, workdir: str, t_start: float, is_main: bool) -> dict:
     # ---- Loop ----------------------------------------------------------------------------
     logger = MetricLogger(workdir, config, start_step, enabled=is_main)
     preempted = ckpt_lib.PreemptionFlag()
-    evaluator = evaluation.Evaluator(config, model, mesh, rules, workdir, perceptual, spec=spec)
+    evaluator = evaluation.Evaluator(config, model, mesh, rules, workdir, perceptual, spec=spec,
+                                     extra_metrics=program.family.eval_metrics)
     pending = None
     step = start_step
     images_per_step = config.data.batch_size * (config.data.num_input_views +
