@@ -54,9 +54,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     d.render_size = d.input_size = d.target_size = 32
     d.batch_size = 4
     d.num_eval_scenes = 16
-    config.total_steps = 1500
-    config.eval_every = 500
-    config.checkpoint_every = 500
+    config.total_steps = 900
+    config.eval_every = 300
+    config.checkpoint_every = 300
     config.optimizer.warmup_steps = 50
     config.optimizer.lr = 2e-3
   else:  # paper
