@@ -166,6 +166,9 @@ def _train(config, workdir: str, t_start: float, is_main: bool) -> dict:
       summary["eval"] = {k: final[k] for k in ("psnr", "ssim", "lpips", "baseline_psnr",
                                               "baseline_background_psnr",
                                               "baseline_nearest_view_psnr", "num_scenes")}
+      # The family's own eval metrics (Family.eval_metrics), e.g. Avat3r's AKD.
+      summary["eval"].update({k: v for k, v in final.items()
+                              if k not in summary["eval"] and k not in ("step", "num_views")})
     summary["curve"] = logger.eval_curve
     if is_main:
       with open(os.path.join(workdir, "summary.json"), "w") as f:

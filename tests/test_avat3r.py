@@ -1,0 +1,132 @@
+"""Avat3r (models/avat3r.py): shapes, skips, mask gating, the expression's effect, the
+loss weights, AKD, the paper size and the batch spec's checks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lrm_jax.config_loading import load_config
+from lrm_jax.data import pipeline
+from lrm_jax.errors import ConfigError
+from lrm_jax.models import avat3r, family
+from lrm_jax.train import losses
+
+
+@pytest.fixture(scope="module")
+def micro():
+  config = load_config("configs/avat3r.py:micro")
+  fam = family.get(config)
+  model = fam.build(config)
+  spec = fam.batch_spec(config)
+  batch = next(pipeline.make_iterator(config, "train", spec=spec))
+  pipeline.check_batch(batch, spec)
+  params = model.init(jax.random.PRNGKey(0), batch["inputs"], pipeline.batch_cameras(
+      batch["targets"]), jnp.ones(3))["params"]
+  return config, fam, model, batch, params
+
+
+def _zero(params, head):
+  return jax.tree_util.tree_map_with_path(
+      lambda p, x: jnp.zeros_like(x) if head in jax.tree_util.keystr(p) else x, params)
+
+
+def test_shapes_and_skips(micro):
+  config, _, model, batch, params = micro
+  inputs = batch["inputs"]
+  b, v, h, w = inputs["images"].shape[:4]
+  g = model.apply({"params": params}, inputs, method=model.reconstruct)
+  assert g.means.shape == (b, v * h * w, 3) and g.opacities.shape == (b, v * h * w, 1)
+  # Zero offset and colour heads: positions are the position map, colours the input's.
+  z = _zero(_zero(params, "offset_head"), "color_head")
+  g0 = model.apply({"params": z}, inputs, method=model.reconstruct)
+  np.testing.assert_allclose(g0.means, inputs["positions"].reshape(b, -1, 3), atol=1e-6)
+  np.testing.assert_allclose(g0.rgb, np.clip(inputs["images"], 0.01, 0.99).reshape(b, -1, 3),
+                             atol=1e-5)
+  assert not np.allclose(g.means, g0.means)
+  # Input masks gate opacity.
+  off = inputs["masks"].reshape(b, -1, 1) == 0
+  assert off.any() and np.all(np.asarray(g.opacities)[off] == 0)
+
+
+def test_the_target_expression_changes_the_avatar(micro):
+  _, _, model, batch, params = micro
+  inputs = dict(batch["inputs"])
+  g1 = model.apply({"params": params}, inputs, method=model.reconstruct)
+  inputs["target_expression"] = inputs["target_expression"] + 1.0
+  g2 = model.apply({"params": params}, inputs, method=model.reconstruct)
+  assert np.abs(np.asarray(g1.means) - np.asarray(g2.means)).max() > 1e-4
+
+
+def test_eval_metrics_akd_and_input_expression(micro):
+  config, fam, model, batch, params = micro
+  cams = pipeline.batch_cameras(batch["targets"])
+  _, g = model.apply({"params": params}, batch["inputs"], cams, jnp.ones(3))
+  out = fam.eval_metrics(model, params, batch, g, jnp.ones(3))
+  vt = config.data.num_target_views
+  assert set(out) == {"akd", "akd_static", "psnr_input_expression"}
+  for x in out.values():
+    assert x.shape == (config.data.batch_size, vt)
+  # AKD is 0 when the Gaussians sit exactly on the true target-expression landmarks.
+  inputs, targets = batch["inputs"], batch["targets"]
+  idx, vis = avat3r.landmark_gaussians(inputs)
+  assert np.all(np.asarray(out["akd_static"])[np.isfinite(out["akd_static"])] >= 0)
+  b = idx.shape[0]
+  # Put each landmark's Gaussians at a point that projects onto the target's landmark in
+  # view 0: unproject target view 0's landmark at depth 1.
+  lm = targets["landmarks"][:, 0]  # [B, K, 3]
+  k = targets["intrinsics"][:, 0]
+  d = np.stack([(lm[..., 0] - k[:, None, 2]) / k[:, None, 0],
+                (lm[..., 1] - k[:, None, 3]) / k[:, None, 1], np.ones(lm.shape[:2])], -1)
+  c2w = targets["c2w"][:, 0]
+  pts = np.einsum("bij,bkj->bki", c2w[:, :3, :3], d) + c2w[:, None, :3, 3]
+  means = np.array(g.means)
+  for bi in range(b):
+    for vi in range(idx.shape[1]):
+      means[bi, np.asarray(idx[bi, vi])] = pts[bi]
+  exact = avat3r.akd(g.replace(means=jnp.asarray(means)), inputs, targets)
+  # Not exactly 0: at 16^2 two landmarks can share an input pixel (one Gaussian for both).
+  assert np.nanmax(np.asarray(exact)[:, 0]) < 0.5
+  assert np.nanmean(np.asarray(exact)[:, 0]) < 0.5 * np.nanmean(np.asarray(out["akd"])[:, 0])
+
+
+def test_l1_ssim_loss_weights_and_mse_default_unchanged():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.uniform(size=(1, 2, 16, 16, 3)), jnp.float32)
+  y = jnp.asarray(rng.uniform(size=(1, 2, 16, 16, 3)), jnp.float32)
+  rendered = {"rgb": x, "alpha": jnp.ones((1, 2, 16, 16, 1)), "depth": jnp.ones((1, 2, 16, 16, 1))}
+  targets = {"images": y, "masks": jnp.ones((1, 2, 16, 16, 1))}
+  grm = load_config("configs/grm.py:micro").loss
+  terms = losses.image_losses(rendered, targets, grm)
+  assert "l1" not in terms and "ssim" not in terms
+  assert float(terms["total"]) == pytest.approx(float(terms["mse"] + terms["mask"]))
+  av = load_config("configs/avat3r.py:micro").loss
+  terms = losses.image_losses(rendered, targets, av)
+  assert float(terms["l1"]) == pytest.approx(float(jnp.mean(jnp.abs(x - y))))
+  assert 0 < float(terms["ssim"]) < 2
+  assert float(terms["total"]) == pytest.approx(
+      float(0.8 * terms["l1"] + 0.2 * terms["ssim"] + terms["mask"]), rel=1e-6)
+
+
+def test_paper_variant_sizes():
+  config = load_config("configs/avat3r.py:paper")
+  assert config.data.input_size == 512 and config.model.depth == 8
+  assert config.model.expression_tokens == 4
+  fam = family.get(config)
+  model = fam.build(config)
+  spec = fam.batch_spec(config, batch=1)
+  cams = pipeline.batch_cameras(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                             spec["targets"]))
+  shapes = jax.eval_shape(lambda b: model.init(jax.random.PRNGKey(0), b, cams, jnp.ones(3)),
+                          spec["inputs"])
+  n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
+  # 8 x (self + cross) blocks at width 768 (~14M each) dominate.
+  assert 100e6 < n < 200e6, n
+  blocks = shapes["params"]["transformer"]["blocks"]
+  assert "self" in blocks and "cross" in blocks
+
+
+def test_batch_spec_refuses_resized_views():
+  config = load_config("configs/avat3r.py:micro", ["data.input_size=8"])
+  with pytest.raises(ConfigError, match="render_size == input_size"):
+    family.get(config).batch_spec(config)
