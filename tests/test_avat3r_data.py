@@ -84,3 +84,33 @@ def test_the_source_is_registered_and_checks_views():
     heads.SyntheticHeads(views_per_scene=4, num_input_views=4)
   with pytest.raises(ValueError, match="expression code"):
     heads.build_head(heads.sample_identity(np.random.default_rng(0)), np.zeros(3))
+
+
+def test_head_folder_round_trip_and_clear_errors(tmp_path):
+  import os
+  from lrm_jax.data import head_folder
+  src = heads.SyntheticHeads(num_scenes=1, views_per_scene=6, num_input_views=4, resolution=16)
+  ex = src[0]
+  sub = head_folder.write_example(ex, str(tmp_path))
+  config = load_config("configs/avat3r.py:micro")
+  folder = sources.make_source(f"head_folder:{tmp_path}", config.data, "train")
+  got = folder[0]
+  assert got["images"].shape == (6, 16, 16, 3) and got["positions"].shape == (6, 16, 16, 3)
+  # Inputs at different frames; targets at the target frame, whose code they carry.
+  assert len({tuple(c) for c in got["expression"][:4]}) == 4
+  np.testing.assert_array_equal(got["expression"][4:], got["target_expression"][4:])
+  # Views come back as written (PNG: 8 bits), positions derived from depth exactly.
+  for i in range(6):
+    j = [n for n in range(6) if np.array_equal(ex["c2w"][n], got["c2w"][i])][0]
+    np.testing.assert_allclose(got["images"][i], ex["images"][j], atol=1 / 255 + 1e-6)
+    np.testing.assert_allclose(got["positions"][i], ex["positions"][j], atol=1e-5)
+    np.testing.assert_array_equal(got["expression"][i], ex["expression"][j])
+  frame = sorted(d for d in os.listdir(sub) if d.startswith("frame"))[0]
+  for f in os.listdir(os.path.join(sub, frame)):
+    if f.endswith("_depth.npy"):
+      os.remove(os.path.join(sub, frame, f))
+  with pytest.raises(FileNotFoundError, match="neither a position map"):
+    for i in range(3):
+      head_folder.HeadFolder(str(tmp_path), ["subject_000"], 16, 6, 4, seed=i)[0]
+  with pytest.raises(FileNotFoundError, match="not a folder"):
+    sources.make_source(f"head_folder:{tmp_path}/nope", config.data, "train")
