@@ -130,3 +130,27 @@ def test_batch_spec_refuses_resized_views():
   config = load_config("configs/avat3r.py:micro", ["data.input_size=8"])
   with pytest.raises(ConfigError, match="render_size == input_size"):
     family.get(config).batch_spec(config)
+
+
+def test_animate_writes_video_frames_and_ply_and_rejects_bad_codes(tmp_path):
+  import os
+  from lrm_jax import animate
+  from lrm_jax.data import head_folder, heads
+  from lrm_jax.train import trainer
+  config = load_config("configs/avat3r.py:micro", ["total_steps=1", "eval_every=1000"])
+  work = str(tmp_path / "w")
+  trainer.train_and_evaluate(config, work)
+  ex = heads.SyntheticHeads("test", num_scenes=1, views_per_scene=6, resolution=16)[0]
+  sub = head_folder.write_example(ex, str(tmp_path / "in"))
+  codes = np.zeros((3, heads.EXPRESSION_DIMS), np.float32)
+  codes[:, heads.JAW] = [0.0, 0.5, 1.0]
+  np.save(tmp_path / "codes.npy", codes)
+  out = str(tmp_path / "out")
+  res = animate.animate(work, sub, str(tmp_path / "codes.npy"), out)  # one camera
+  assert res["frames"].shape == (3, 16, 16, 3)
+  assert sorted(os.listdir(os.path.join(out, "frames"))) == ["0000.png", "0001.png", "0002.png"]
+  assert os.path.getsize(res["ply"]) > 0 and os.path.exists(res["video"])
+  assert not np.allclose(res["frames"][0], res["frames"][2])  # the code drives the avatar
+  (tmp_path / "bad.json").write_text("[[1, 2, 3]]")
+  with pytest.raises(ValueError, match=r"needs \[T, 8\]"):
+    animate.animate(work, sub, str(tmp_path / "bad.json"), out)

@@ -32,7 +32,7 @@ LAYERS = {
     "lrm_jax.models": 7,
     "lrm_jax.train": 8,
     # Commands: they may use everything below.
-    "lrm_jax.main": 9, "lrm_jax.evaluate": 9, "lrm_jax.reconstruct": 9, "lrm_jax.aot": 9,
+    "lrm_jax.main": 9, "lrm_jax.evaluate": 9, "lrm_jax.animate": 9, "lrm_jax.reconstruct": 9, "lrm_jax.aot": 9,
     "lrm_jax.reconstruct_scene": 8,  # scene-level reconstruct (data, io); reconstruct calls it
     "lrm_jax.fit": 9, "lrm_jax.render.__main__": 9,
 }
