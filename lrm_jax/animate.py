@@ -28,12 +28,16 @@ from lrm_jax.io import ply
 from lrm_jax.io import video
 from lrm_jax.train import inference
 
-flags.DEFINE_string("workdir", None, "A trained Avat3r run (configs/avat3r.py).")
-flags.DEFINE_string("input", None, "A head-folder subject dir (cameras.json + frames).")
-flags.DEFINE_string("expressions", None, ".npy [T, E] or JSON list of T expression codes.")
-flags.DEFINE_string("out", None, "Output folder.")
-flags.DEFINE_bool("orbit", False, "Sweep the camera in yaw (+-40 degrees) while animating.")
-flags.DEFINE_integer("fps", 12, "Video frame rate.")
+
+def _define_flags():
+  """Command-line flags (defined only when run as a command, so the module imports beside
+  the other CLIs, e.g. under one pytest worker)."""
+  flags.DEFINE_string("workdir", None, "A trained Avat3r run (configs/avat3r.py).")
+  flags.DEFINE_string("input", None, "A head-folder subject dir (cameras.json + frames).")
+  flags.DEFINE_string("expressions", None, ".npy [T, E] or JSON list of T expression codes.")
+  flags.DEFINE_string("out", None, "Output folder.")
+  flags.DEFINE_bool("orbit", False, "Sweep the camera in yaw (+-40 degrees) while animating.")
+  flags.DEFINE_integer("fps", 12, "Video frame rate.")
 
 
 def read_expressions(path: str, dims: int) -> np.ndarray:
@@ -125,4 +129,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

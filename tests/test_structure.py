@@ -144,3 +144,18 @@ def test_shared_code_never_names_a_family(graph):
   wrong = [f"{m} imports {t}" for m, ts in graph.items() for t in ts
            if t in families and m != t]
   assert not wrong, wrong
+
+
+def test_every_module_imports_beside_every_other():
+  """Commands define their absl flags only when run (``_define_flags()`` under
+  ``__main__``), so importing any two modules in one process (one pytest worker, a notebook)
+  never fails on a flag defined twice."""
+  import subprocess
+  import sys
+  code = ("import importlib, pkgutil, lrm_jax\n"
+          "for m in pkgutil.walk_packages(lrm_jax.__path__, 'lrm_jax.'):\n"
+          "  importlib.import_module(m.name)\n"
+          "print('imported', m.name)\n")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]

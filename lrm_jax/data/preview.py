@@ -16,10 +16,13 @@ from lrm_jax import cli, config_loading
 from lrm_jax.data import pipeline
 from lrm_jax.io import images as image_io
 
-config_loading.define_config_flag()
-flags.declare_key_flag("config")
-_OUT = flags.DEFINE_string("out", "preview.png", "where to write the PNG contact sheet")
-_SPLIT = flags.DEFINE_enum("split", "train", ["train", "eval"], "which split to show")
+
+def _define_flags():
+  """Command-line flags (defined only when run as a command, so the module imports anywhere)."""
+  config_loading.define_config_flag()
+  flags.declare_key_flag("config")
+  flags.DEFINE_string("out", "preview.png", "where to write the PNG contact sheet")
+  flags.DEFINE_enum("split", "train", ["train", "eval"], "which split to show")
 
 
 def contact_sheet(batch: dict) -> np.ndarray:
@@ -38,9 +41,9 @@ def contact_sheet(batch: dict) -> np.ndarray:
 def main(argv):
   del argv
   config = config_loading.config_from_command_line()
-  batch = next(pipeline.make_iterator(config, _SPLIT.value))
+  batch = next(pipeline.make_iterator(config, flags.FLAGS.split))
   sheet = contact_sheet(batch)
-  path = image_io.save_png(_OUT.value, sheet)
+  path = image_io.save_png(flags.FLAGS.out, sheet)
   vi = batch["inputs"]["images"].shape
   vt = batch["targets"]["images"].shape
   print(f"wrote {path}: {vi[0]} examples x ({vi[1]} inputs {vi[2]}x{vi[3]} | "
@@ -49,4 +52,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   cli.run(main, flags_parser=config_loading.flags_parser)
