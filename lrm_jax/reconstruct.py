@@ -18,6 +18,7 @@ and ``OUT/views.png`` (inputs | the inputs re-rendered | novel views).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import jax
@@ -116,7 +117,8 @@ def reconstruct(workdir: str, spec: str, out: str, frames: int = 48, resolution:
     config.data.num_input_views = views
   if config.data.get("frame_window") and os.path.exists(spec) and not spec.startswith("mesh:"):
     from lrm_jax import reconstruct_scene  # scene-level families (Long-LRM)
-    return reconstruct_scene.reconstruct_scene(run, spec, out, frames)
+    return reconstruct_scene.reconstruct_scene(dataclasses.replace(run, config=config), spec,
+                                               out, frames)
   inputs = load_inputs(spec, config, up_axis, fam.unposed_inputs)
   batched = jax.tree.map(lambda x: jnp.asarray(x)[None], inputs)
   rep = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.reconstruct))(

@@ -53,12 +53,14 @@ def reconstruct_scene(run, path: str, out: str, frames: int = 48) -> dict:
   render = jax.jit(lambda p, r, c: model.apply({"params": p}, r, c, bg, method=model.render))
   size = inputs["images"].shape[1]
 
-  def render_views(c2w, intr):
+  def render_views(c2w, intr, chunk=8):
+    # Chunks of one size (the last padded with its final camera): one compile for all.
     rgb = []
-    for i in range(0, len(c2w), 8):
-      cams = cam.Cameras(jnp.asarray(c2w[i:i + 8])[None], jnp.asarray(intr[i:i + 8])[None],
-                         size, size)
-      rgb.append(np.asarray(render(params, rep, cams)["rgb"][0]))
+    for i in range(0, len(c2w), chunk):
+      c, k = c2w[i:i + chunk], intr[i:i + chunk]
+      pad = lambda x: np.concatenate([x, np.repeat(x[-1:], chunk - len(x), axis=0)])
+      cams = cam.Cameras(jnp.asarray(pad(c))[None], jnp.asarray(pad(k))[None], size, size)
+      rgb.append(np.asarray(render(params, rep, cams)["rgb"][0])[:len(c)])
     return np.concatenate(rgb)
 
   held = render_views(heldout["c2w"], heldout["intrinsics"]) if len(heldout["c2w"]) else []
