@@ -1,4 +1,5 @@
-"""Metrics out: JSON lines, TensorBoard events and a progress bar (process 0 only)."""
+"""Metrics out: JSON lines, TensorBoard events and a progress bar (process 0 only), and
+``compile.json``: the compiled train step's memory and compile time."""
 
 from __future__ import annotations
 
@@ -7,7 +8,29 @@ import os
 import sys
 import time
 
+import jax
 import numpy as np
+
+
+def compile_stats(compiled, seconds: float) -> dict:
+  """Per-device memory (bytes) of a compiled step and the seconds it took to compile.
+
+  ``peak_bytes`` = arguments + outputs - aliased (the donated state) + temporaries +
+  generated code, as ``python -m lrm_jax.aot`` counts it. Memory fields are absent where
+  the backend does not report them.
+  """
+  out = {"compile_s": round(float(seconds), 3), "num_devices": jax.device_count(),
+         "device_kind": jax.devices()[0].device_kind}
+  try:
+    mem = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except  (not every backend implements it)
+    mem = None
+  if mem is not None:
+    for k in ("argument", "output", "alias", "temp", "generated_code"):
+      out[f"{k}_bytes"] = int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
+    out["peak_bytes"] = (out["argument_bytes"] + out["output_bytes"] - out["alias_bytes"]
+                         + out["temp_bytes"] + out["generated_code_bytes"])
+  return out
 
 
 class MetricLogger:
@@ -15,6 +38,7 @@ class MetricLogger:
 
   def __init__(self, workdir: str, config, start_step: int, enabled: bool = True):
     self.enabled = enabled
+    self.workdir = workdir
     self.config = config
     self.eval_curve: list[dict] = []
     self._last_time = time.time()
@@ -82,6 +106,13 @@ class MetricLogger:
     if self._tb is not None:
       for k in ("psnr", "ssim", "baseline_psnr"):
         self._tb.add_scalar(f"eval/{k}", result[k], step)
+
+  def write_compile(self, stats: dict) -> None:
+    """Writes ``compile.json`` (:func:`compile_stats` of the train step)."""
+    if not self.enabled:
+      return
+    with open(os.path.join(self.workdir, "compile.json"), "w") as f:
+      json.dump(stats, f, indent=2)
 
   def close(self) -> None:
     if self._bar is not None:

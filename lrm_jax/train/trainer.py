@@ -22,7 +22,7 @@ from lrm_jax.train import evaluation
 from lrm_jax.train import losses
 from lrm_jax.train import run_state
 from lrm_jax.train import setup
-from lrm_jax.train.logger import MetricLogger
+from lrm_jax.train.logger import MetricLogger, compile_stats
 
 
 class NonFiniteLossError(RuntimeError):
@@ -124,6 +124,7 @@ def _train(config, workdir: str, t_start: float, is_main: bool) -> dict:
         if p_step is None:
           pipeline.check_batch(local, spec)
           p_step = program.jit_step(local)
+          _record_compile(logger, p_step, state, batch)
         state, step_metrics = p_step(state, batch)
         step += 1
         # Metrics of the previous step are read now, while this step runs.
@@ -174,6 +175,14 @@ def _train(config, workdir: str, t_start: float, is_main: bool) -> dict:
       with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+def _record_compile(logger, p_step, state, batch) -> None:
+  """Compiles the step ahead of its first call (jax keeps the executable, so that call
+  reuses it) and writes its memory and compile time (``compile.json``)."""
+  t = time.time()
+  compiled = p_step.lower(state, batch).compile()
+  logger.write_compile(compile_stats(compiled, time.time() - t))
 
 
 def _check_and_log(logger, step, step_metrics, images_per_step):
