@@ -108,10 +108,9 @@ def reconstruct(workdir: str, spec: str, out: str, frames: int = 48, resolution:
 
   ``views``: how many input views to take (0: the run's ``data.num_input_views``).
   """
-  from lrm_jax.io import export
   from lrm_jax.train import inference
   run = inference.load_trained(workdir)
-  config, model, params, fam = run.config, run.model, run.params, run.family
+  config = run.config
   if views:
     config = config.copy_and_resolve_references()
     config.data.num_input_views = views
@@ -119,7 +118,17 @@ def reconstruct(workdir: str, spec: str, out: str, frames: int = 48, resolution:
     from lrm_jax import reconstruct_scene  # scene-level families (Long-LRM)
     return reconstruct_scene.reconstruct_scene(dataclasses.replace(run, config=config), spec,
                                                out, frames)
-  inputs = load_inputs(spec, config, up_axis, fam.unposed_inputs)
+  inputs = load_inputs(spec, config, up_axis, run.family.unposed_inputs)
+  return reconstruct_inputs(run, config, inputs, out, frames, resolution)
+
+
+def reconstruct_inputs(run, config, inputs: dict, out: str, frames: int = 48,
+                       resolution: int = 0) -> dict:
+  """Runs ``run``'s model (``inference.Trained``) on one scene's ``inputs`` (the
+  :func:`load_inputs` dict, or one row of a batch's ``inputs``) and writes the exports,
+  ``turntable.mp4`` and ``views.png`` to ``out``; returns their paths."""
+  from lrm_jax.io import export
+  model, params, fam = run.model, run.params, run.family
   batched = jax.tree.map(lambda x: jnp.asarray(x)[None], inputs)
   rep = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.reconstruct))(
       params, batched)

@@ -34,7 +34,9 @@ LAYERS = {
     # Commands: they may use everything below.
     "lrm_jax.main": 9, "lrm_jax.evaluate": 9, "lrm_jax.animate": 9, "lrm_jax.reconstruct": 9, "lrm_jax.aot": 9,
     "lrm_jax.reconstruct_scene": 8,  # scene-level reconstruct (data, io); reconstruct calls it
-    "lrm_jax.fit": 9, "lrm_jax.render.__main__": 9,
+    "lrm_jax.fit": 9, "lrm_jax.render.__main__": 9, "lrm_jax.report": 9,
+    # Commands built on other commands: the viewer reconstructs through reconstruct.
+    "lrm_jax.view": 10,
 }
 PACKAGES = ("lrm_jax", "kernels")
 
