@@ -49,6 +49,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # DL3DV-140 evaluation (lrm_jax.data.dl3dv_eval): the k-means input index, read from
   # here (never copied), e.g. /work/shared/data/long_lrm/dl3dv_fold_8_kmeans_input_idx.json.
   d.eval_index = ""
+  # Non-square views: (H, W) for inputs and targets (() = the input_size / target_size
+  # squares). The rooms source renders H x W; folder captures are centre-cropped to the
+  # H:W aspect ratio and resized (a 1920x1080 frame -> its centre 1906x1080 -> 960x544:
+  # folder.resize_view). target_crop, if set, crops squares inside the H x W targets.
+  d.input_hw = ()
   if arg.variant == "micro":  # end-to-end tests
     d.render_size = d.input_size = d.target_size = 32
     d.num_input_views = d.num_target_views = 2
@@ -81,7 +86,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     d.num_input_views = 32
     d.num_target_views = 8
     d.input_size = d.target_size = d.render_size = 960  # the square fallback
-    d.input_hw = (544, 960)  # long_lrm.batch_spec: 960x540 rounded to 960x544
+    d.input_hw = (544, 960)  # 960x540 video frames, centre-cropped to 960x544's aspect
     d.batch_size = 64
     config.mesh.shape = (1, -1, 1)  # FSDP, one scene per chip
     config.optimizer.lr = 4e-5
@@ -96,6 +101,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.model.depth_init = 2.0
   if arg.runlocal:
     d.render_size = d.input_size = d.target_size = 64
+    d.input_hw = ()
     d.batch_size = 2
     config.total_steps = 20
   return config

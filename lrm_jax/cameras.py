@@ -142,6 +142,23 @@ def intrinsics_from_fov(fov_rad: float, height: int, width: int) -> np.ndarray:
   return np.asarray([f, f, width / 2.0, height / 2.0], np.float32)
 
 
+def image_hw(size) -> tuple[int, int]:
+  """An image size given as an int (a square) or ``(height, width)``, as ``(height,
+  width)``; a ``ValueError`` names anything else."""
+  if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+    hw = (int(size), int(size))
+  else:
+    try:
+      hw = tuple(int(s) for s in size)
+    except (TypeError, ValueError):
+      hw = ()
+    if len(hw) != 2 or any(float(a) != float(b) for a, b in zip(hw, size)):
+      raise ValueError(f"image size {size!r}: expected an int or (height, width).")
+  if min(hw) < 1:
+    raise ValueError(f"image size {size!r} must be positive.")
+  return hw
+
+
 def normalize_intrinsics(intrinsics: Array, height: int, width: int) -> Array:
   """Pixel ``(fx, fy, cx, cy)`` -> fractions of the image size (OpenLRM's convention)."""
   xp = _xp(intrinsics)

@@ -2,10 +2,12 @@
 over the scene's frames, the scene normalised by them, held-out frames rendered.
 
 Called by :func:`lrm_jax.reconstruct.reconstruct` for a folder (or scene JSON) input when
-the config is scene-level. Writes ``gaussians.ply`` (pruned by opacity), ``heldout/*.png``
-(render | ground truth of every frame that is not an input), ``views.png`` (inputs |
-re-rendered inputs | held-out renders) and ``flythrough.mp4`` (a path through the input
-cameras).
+the config is scene-level. Frames are loaded at the model's view size, ``data.input_hw``
+(H x W: the centre window of that aspect ratio, resized; :func:`folder.resize_view`) or
+the ``data.input_size`` square, and everything is rendered at that size. Writes
+``gaussians.ply`` (pruned by opacity), ``heldout/*.png`` (render | ground truth of every
+frame that is not an input), ``views.png`` (inputs | re-rendered inputs | held-out
+renders) and ``flythrough.mp4`` (a path through the input cameras).
 """
 
 from __future__ import annotations
@@ -18,16 +20,20 @@ import numpy as np
 
 from lrm_jax import cameras as cam
 from lrm_jax.data import scene_sampling
+from lrm_jax.data import view_sampling
 from lrm_jax.io import images as image_io
 from lrm_jax.io import video
 
 
 def scene_views(path: str, config) -> tuple[dict, dict]:
   """``(inputs, heldout)`` views of a scene folder: ``num_input_views`` frames evenly
-  spread, the rest held out; cameras normalised by the inputs (Long-LRM)."""
+  spread, the rest held out; cameras normalised by the inputs (Long-LRM). Views are
+  ``[V, H, W, 3]`` at :func:`view_sampling.view_hw` (``data.input_hw`` or the
+  ``input_size`` square)."""
   from lrm_jax.data.folder import FolderScenes  # pylint: disable=g-import-not-at-top
   d = config.data
-  src = FolderScenes(path, resolution=d.input_size, background=tuple(d.background),
+  src = FolderScenes(path, resolution=view_sampling.view_hw(d, "inputs"),
+                     background=tuple(d.background),
                      allow_outside_paths=d.get("allow_outside_paths", False))
   ex = src[0]
   n = ex["images"].shape[0]
@@ -51,7 +57,7 @@ def reconstruct_scene(run, path: str, out: str, frames: int = 48) -> dict:
   paths = export.export(rep, out, fam.mesh_field(model, params, rep, config))
   bg = jnp.asarray(config.data.background, jnp.float32)
   render = jax.jit(lambda p, r, c: model.apply({"params": p}, r, c, bg, method=model.render))
-  size = inputs["images"].shape[1]
+  height, width = inputs["images"].shape[1:3]
 
   def render_views(c2w, intr, chunk=8):
     # Chunks of one size (the last padded with its final camera): one compile for all.
@@ -59,7 +65,7 @@ def reconstruct_scene(run, path: str, out: str, frames: int = 48) -> dict:
     for i in range(0, len(c2w), chunk):
       c, k = c2w[i:i + chunk], intr[i:i + chunk]
       pad = lambda x: np.concatenate([x, np.repeat(x[-1:], chunk - len(x), axis=0)])
-      cams = cam.Cameras(jnp.asarray(pad(c))[None], jnp.asarray(pad(k))[None], size, size)
+      cams = cam.Cameras(jnp.asarray(pad(c))[None], jnp.asarray(pad(k))[None], height, width)
       rgb.append(np.asarray(render(params, rep, cams)["rgb"][0])[:len(c)])
     return np.concatenate(rgb)
 

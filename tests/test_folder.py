@@ -122,3 +122,44 @@ def test_bad_input_errors_name_the_file(tmp_path, cams):
     folder.FolderScenes(str(tmp_path / "a" / "train"))
   with pytest.raises(folder.DataError, match="does not exist"):
     folder.FolderScenes(str(tmp_path / "nope"))
+
+
+def test_resize_to_h_by_w_keeps_points_where_they_were(tmp_path):
+  """A 16:9 frame (192x108, a stand-in for 1920x1080) to (32, 56) (as 960x544): the centre
+  window of that aspect ratio (189x108) resized; a marked 3D point lands where the new
+  intrinsics project it, and both follow the crop and the resize."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from lrm_jax import cameras as cam  # pylint: disable=g-import-not-at-top
+  h, w, out_h, out_w = 108, 192, 32, 56
+  c2w = cam.orbit_cameras(np.array([30.0]), np.array([20.0]), 2.5).astype(np.float32)
+  k = np.array([[170.0, 168.0, 100.3, 50.7]], np.float32)  # off-centre principal point
+  point = np.array([[0.3, -0.2, 0.25]], np.float32)
+  (u, v), = np.asarray(cam.project_points(point, c2w[0], k[0])[0])
+  rgb = np.ones((h, w, 3), np.float32)
+  rows, cols = np.mgrid[0:h, 0:w] + 0.5
+  rgb[(np.abs(cols - u) < 3) & (np.abs(rows - v) < 3)] = 0.0  # a dark 6x6 mark
+  root = str(tmp_path / "capture")
+  os.makedirs(os.path.join(root, "images"))
+  Image.fromarray((rgb * 255).astype(np.uint8)).save(os.path.join(root, "images", "f.png"))
+  with open(os.path.join(root, "opencv_cameras.json"), "w") as f:
+    json.dump({"frames": [{"file_path": "images/f.png", "fx": 170.0, "fy": 168.0,
+                           "cx": 100.3, "cy": 50.7, "w": w, "h": h,
+                           "w2c": cam.invert_rigid(c2w[0].astype(np.float64)).tolist()}]}, f)
+  assert folder.crop_window(h, w, (out_h, out_w)) == (0, 1, 108, 189)
+  ex = folder.FolderScenes(root, resolution=(out_h, out_w))[0]
+  assert ex["images"].shape == (1, out_h, out_w, 3) and ex["masks"].shape == (1, out_h, out_w, 1)
+  np.testing.assert_allclose(ex["masks"], 1.0)
+  sx, sy = out_w / 189, out_h / 108
+  np.testing.assert_allclose(ex["intrinsics"][0], [170 * sx, 168 * sy, (100.3 - 1) * sx,
+                                                   50.7 * sy], rtol=1e-5)
+  (u2, v2), = np.asarray(cam.project_points(point, ex["c2w"][0], ex["intrinsics"][0])[0])
+  np.testing.assert_allclose([u2, v2], [(u - 1) * sx, v * sy], rtol=1e-5)
+  # The mark's centre (darkness-weighted) in the resized image is at the projection.
+  dark = np.clip(1.0 - ex["images"][0].mean(-1), 0.0, None)
+  r2, c2 = np.mgrid[0:out_h, 0:out_w] + 0.5
+  centre = [np.sum(dark * c2) / dark.sum(), np.sum(dark * r2) / dark.sum()]
+  np.testing.assert_allclose(centre, [u2, v2], atol=0.15)  # a 1-pixel crop offset is 0.3
+  # The same (H, W) from a 1920x1080 capture: the centre 1906x1080, then 960x544.
+  assert folder.crop_window(1080, 1920, (544, 960)) == (0, 7, 1080, 1906)
+  # A square size is the centre square, as an int gives it.
+  assert folder.crop_window(h, w, (32, 32)) == folder.crop_window(h, w, 32) == (0, 42, 108, 108)

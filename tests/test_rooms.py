@@ -86,3 +86,38 @@ def test_interpolated_path_passes_through_the_poses():
   rot = path[:, :3, :3]
   np.testing.assert_allclose(rot @ np.swapaxes(rot, 1, 2), np.broadcast_to(np.eye(3),
                                                                            rot.shape), atol=1e-5)
+
+
+def test_rooms_render_h_by_w_and_the_sampler_keeps_it():
+  """``resolution=(H, W)`` (``data.input_hw``) renders H x W frames whose centre square is
+  the square render of the cropped camera; a square given either way is the same frames;
+  the window sampler gives H x W inputs and targets, square crops inside them."""
+  wide = rooms.SyntheticRooms(num_scenes=1, views_per_scene=6, resolution=(16, 32))
+  ex = wide[0]
+  assert ex["images"].shape == (6, 16, 32, 3) and ex["depths"].shape == (6, 16, 32, 1)
+  np.testing.assert_allclose(ex["intrinsics"][0, 2:], [16.0, 8.0])
+  room, c2w, _ = wide.scene(0)
+  centre = cam.crop_intrinsics(ex["intrinsics"][:2], 0, 8)
+  rgb, depth = rooms.render_frames(room, c2w[:2], centre, 16, 16)
+  np.testing.assert_allclose(ex["images"][:2, :, 8:24], rgb, atol=1e-5)
+  np.testing.assert_allclose(ex["depths"][:2, :, 8:24], depth, rtol=1e-5)
+  square = rooms.SyntheticRooms(num_scenes=1, views_per_scene=6, resolution=16)
+  np.testing.assert_array_equal(square[0]["images"],
+                                rooms.SyntheticRooms(num_scenes=1, views_per_scene=6,
+                                                     resolution=(16, 16))[0]["images"])
+  sampler = scene_sampling.WindowSampler(2, 2, (16, 32), (16, 32), target_crop=12,
+                                         window=(4, 6))
+  out = sampler(ex, np.random.default_rng(0))
+  assert out["inputs"]["images"].shape == (2, 16, 32, 3)
+  assert out["targets"]["images"].shape == (2, 12, 12, 3)
+  np.testing.assert_allclose(out["inputs"]["intrinsics"][0], ex["intrinsics"][0])
+  evaluation = scene_sampling.WindowSampler(2, 2, (8, 16), (8, 16), fixed_views=True,
+                                            window=(4, 6))(ex, np.random.default_rng(0))
+  assert evaluation["targets"]["images"].shape == (2, 8, 16, 3)
+  np.testing.assert_allclose(evaluation["targets"]["intrinsics"][0],
+                             ex["intrinsics"][0] / 2, rtol=1e-6)
+  with pytest.raises(ValueError, match="aspect ratios differ"):
+    scene_sampling.WindowSampler(2, 2, 16, 16, window=(4, 6))(ex, np.random.default_rng(0))
+  with pytest.raises(ValueError, match="target_crop=20 does not fit"):
+    scene_sampling.WindowSampler(2, 2, (16, 32), (16, 32), target_crop=20,
+                                 window=(4, 6))(ex, np.random.default_rng(0))

@@ -385,20 +385,37 @@ def check_visible(path: str, mask: np.ndarray, on_transparent: str = "warn") -> 
 _WARNED: set[str] = set()
 
 
+def crop_window(height: int, width: int, size) -> tuple[int, int, int, int]:
+  """The centred window ``(top, left, crop_h, crop_w)`` of an ``height x width`` view with
+  the aspect ratio of ``size`` (an int: a square, or ``(H, W)``), as large as fits.
+
+  1920x1080 to ``(544, 960)``: the centre 1906x1080 (which resizes to 960x544, as scaling
+  to cover, 967x544, and cropping the centre 960x544 does up to a native pixel).
+  """
+  out_h, out_w = cam.image_hw(size)
+  crop_h = min(height, int(round(width * out_h / out_w)))
+  crop_w = min(width, int(round(height * out_w / out_h)))
+  return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
+
+
 def resize_view(rgb: np.ndarray, mask: np.ndarray, intrinsics: np.ndarray,
-                size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Centre-crops a view to a square and resizes it to ``size``; intrinsics follow."""
-  h, w = rgb.shape[:2]
-  s = min(h, w)
-  top, left = (h - s) // 2, (w - s) // 2
-  rgb, mask = rgb[top:top + s, left:left + s], mask[top:top + s, left:left + s]
+                size) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Resizes a view to exactly ``size`` (an int: a square, or ``(H, W)``) without
+  stretching: the centred window of that aspect ratio (:func:`crop_window`), resized to
+  ``size``; the mask likewise, and the intrinsics follow (``cameras.crop_intrinsics``,
+  ``cameras.resize_intrinsics``). ``rgb [h, w, 3]``, ``mask [h, w, 1]`` -> ``[H, W, .]``."""
+  out_h, out_w = cam.image_hw(size)
+  top, left, crop_h, crop_w = crop_window(rgb.shape[0], rgb.shape[1], (out_h, out_w))
+  rgb = rgb[top:top + crop_h, left:left + crop_w]
+  mask = mask[top:top + crop_h, left:left + crop_w]
   k = cam.crop_intrinsics(np.asarray(intrinsics, np.float32), top, left)
-  if s != size:
+  if (crop_h, crop_w) != (out_h, out_w):
+    up = out_h > crop_h or out_w > crop_w
     rgb = np.asarray(Image.fromarray((rgb * 255 + 0.5).astype(np.uint8)).resize(
-        (size, size), Image.BICUBIC if size > s else Image.LANCZOS), np.float32) / 255.0
+        (out_w, out_h), Image.BICUBIC if up else Image.LANCZOS), np.float32) / 255.0
     mask = np.asarray(Image.fromarray(mask[..., 0]).resize(
-        (size, size), Image.BILINEAR), np.float32)[..., None]
-    k = cam.resize_intrinsics(k, (s, s), (size, size))
+        (out_w, out_h), Image.BILINEAR), np.float32)[..., None]
+    k = cam.resize_intrinsics(k, (crop_h, crop_w), (out_h, out_w))
   return rgb, mask, k
 
 
@@ -407,7 +424,9 @@ class FolderScenes:
 
   Args:
     root: a scene folder or a folder of scene folders, in any layout of this module.
-    resolution: views are centre-cropped to square and resized to this (None: native size).
+    resolution: views are resized to this by :func:`resize_view` (None: native size): an
+      int (the centre square, resized) or ``(H, W)`` (the centre window of that aspect
+      ratio, resized to exactly ``H x W``: ``data.input_hw``).
     background: RGBA images are composited onto this colour; alpha becomes the mask.
     normalize: ``"none"``, ``"object"`` (cameras rescaled so the mean camera distance to the
       origin is ``object_radius``) or ``"scene"`` (Long-LRM: average pose, max translation).
@@ -415,7 +434,7 @@ class FolderScenes:
     allow_outside_paths: let camera files name images outside the scene folder.
   """
 
-  def __init__(self, root: str, resolution: int | None = None, background=(1.0, 1.0, 1.0),
+  def __init__(self, root: str, resolution: int | tuple | None = None, background=(1.0, 1.0, 1.0),
                normalize: str = "none", object_radius: float = 2.0, scenes=None,
                transparent_views: str = "warn", allow_outside_paths: bool = False):
     if transparent_views not in ("warn", "error"):

@@ -9,15 +9,17 @@ so the stream is a pure function of the config; ``iterator.get_state()`` /
 
 A batch is a dict of numpy arrays (per process)::
 
-  inputs:  images [B, Vi, S, S, 3], masks [B, Vi, S, S, 1], depths [B, Vi, S, S, 1],
+  inputs:  images [B, Vi, H, W, 3], masks [B, Vi, H, W, 1], depths [B, Vi, H, W, 1],
            c2w [B, Vi, 4, 4], intrinsics [B, Vi, 4]
-  targets: images [B, Vt, T, T, 3], masks, depths [B, Vt, T, T, 1], c2w, intrinsics
+  targets: images [B, Vt, Ht, Wt, 3], masks, depths [B, Vt, Ht, Wt, 1], c2w, intrinsics
   scene_id [B]
 
 Depths are camera z, 0 where unknown (off the object, or a source without depth); models
 may use input depths only as a training signal (e.g. GRM's ``loss.input_depth``).
 
-with ``S = data.input_size`` and ``T = data.target_crop or data.target_size``.
+with ``H = W = data.input_size`` and ``Ht = Wt = data.target_crop or data.target_size``;
+with ``data.input_hw = (H, W)`` (Long-LRM) inputs and targets are ``H x W`` (targets
+``target_crop`` squares if it is set): :func:`view_sampling.view_hw`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 
 from lrm_jax import cameras as cam
 from lrm_jax.data import sources
+from lrm_jax.data import view_sampling
 from lrm_jax.data.view_sampling import ViewSampler
 
 
@@ -54,7 +57,8 @@ def sampler_from_config(data_config, fixed_views: bool = False,
   if fixed_views and d.get("eval_input_views", 0) > 0:
     num_input = d.eval_input_views
   crop = 0 if fixed_views else d.target_crop
-  args = (num_input, d.num_target_views, d.input_size, d.target_size,
+  hw = view_sampling.configured_hw(d)  # (H, W) for inputs and targets, or None: squares
+  args = (num_input, d.num_target_views, hw or d.input_size, hw or d.target_size,
           crop, fixed_views, bool(d.get("orbit_inputs", False)), tuple(extra_fields))
   if d.get("frame_window"):  # scene-level: a frame window, normalised by the inputs
     from lrm_jax.data import scene_sampling  # pylint: disable=g-import-not-at-top
@@ -143,6 +147,7 @@ def make_iterator(config, split: str = "train", source=None, spec: dict | None =
 
 
 def batch_cameras(views: dict) -> cam.Cameras:
-  """``Cameras [B, V]`` of the ``inputs`` or ``targets`` part of a batch."""
-  size = views["images"].shape[-2]
-  return cam.Cameras(views["c2w"], views["intrinsics"], views["images"].shape[-3], size)
+  """``Cameras [B, V]`` of the ``inputs`` or ``targets`` part of a batch (``H x W`` from
+  its images ``[B, V, H, W, 3]``)."""
+  height, width = views["images"].shape[-3:-1]
+  return cam.Cameras(views["c2w"], views["intrinsics"], height, width)

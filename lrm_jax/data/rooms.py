@@ -5,9 +5,9 @@ striped or checkered texture, holding 2-4 objects of :mod:`lrm_jax.data.syntheti
 primitives standing on the floor near the middle. The camera moves along a smooth path, an
 arc of an ellipse around the room's centre at a gently varying height, looking at a point
 that drifts across the middle of the room: consecutive frames overlap, as in a video
-(DL3DV). Frames are rendered by exact ray casting at any resolution (analytic ray/box and
-ray/primitive intersections, the shading of :mod:`lrm_jax.data.shading`), with depth
-(camera z) at every pixel, so masks are all ones.
+(DL3DV). Frames are rendered by exact ray casting at any size, square or ``H x W``
+(analytic ray/box and ray/primitive intersections, the shading of
+:mod:`lrm_jax.data.shading`), with depth (camera z) at every pixel, so masks are all ones.
 
 Randomness is per index, as the object source's (``synthetic.scene_rng``).
 """
@@ -74,10 +74,12 @@ def sample_room(rng: np.random.Generator) -> Room:
               _merge_objects(objs, offsets))
 
 
-def camera_path(rng: np.random.Generator, room: Room, num_frames: int, resolution: int,
+def camera_path(rng: np.random.Generator, room: Room, num_frames: int, resolution,
                 fov_deg=(50.0, 70.0)) -> tuple[np.ndarray, np.ndarray]:
   """A smooth path of ``num_frames`` cameras: ``c2w [F, 4, 4]`` (OpenCV), ``intrinsics
-  [F, 4]`` (one field of view for the whole path)."""
+  [F, 4]`` for ``resolution`` (an int: a square, or ``(H, W)``) with one horizontal field
+  of view, drawn from ``fov_deg``, for the whole path (square pixels, centred principal
+  point)."""
   hx, hy, hz = room.half_extents
   start = rng.uniform(0.0, 2 * np.pi)
   arc = rng.uniform(0.5, 1.0) * np.pi
@@ -92,7 +94,7 @@ def camera_path(rng: np.random.Generator, room: Room, num_frames: int, resolutio
   c2w = np.stack([cameras.look_at(e, t, np.array([0.0, 0.0, 1.0]))
                   for e, t in zip(eye, target)])
   fov = np.deg2rad(rng.uniform(*fov_deg))
-  k = cameras.intrinsics_from_fov(fov, resolution, resolution)
+  k = cameras.intrinsics_from_fov(fov, *cameras.image_hw(resolution))
   return c2w.astype(np.float32), np.broadcast_to(k, (num_frames, 4)).astype(np.float32)
 
 
@@ -162,21 +164,30 @@ def render_frames(room: Room, c2w: np.ndarray, intrinsics: np.ndarray, height: i
 class SyntheticRooms:
   """Random-access source of video-like frames of procedural rooms (grain-compatible).
 
-  Example: ``images [F, S, S, 3]``, ``masks`` (ones), ``depths [F, S, S, 1]``, ``c2w``,
+  Example: ``images [F, H, W, 3]``, ``masks`` (ones), ``depths [F, H, W, 1]``, ``c2w``,
   ``intrinsics``, ``scene_id``, ``has_depth`` = 1; ``F = views_per_scene`` frames in path
-  order.
+  order. ``resolution`` is an int (``H = W``) or ``(H, W)`` (``data.input_hw``); the field
+  of view ``fov_deg`` is horizontal, so a square and a wider view of a scene share their
+  focal length in pixels of the width, and a square's pixels do not depend on which form
+  gives its size.
   """
 
   def __init__(self, split: str = "train", num_scenes: int = 1000, views_per_scene: int = 24,
-               resolution: int = 64, seed: int = 0, supersample: int = 1,
+               resolution: int | tuple = 64, seed: int = 0, supersample: int = 1,
                fov_deg=(50.0, 70.0)):
     synthetic.split_code(split)
-    if num_scenes < 1 or views_per_scene < 1 or resolution < 1:
-      raise ValueError("num_scenes, views_per_scene and resolution must be positive.")
+    if num_scenes < 1 or views_per_scene < 1:
+      raise ValueError("num_scenes and views_per_scene must be positive.")
     self.split = split
     self.num_scenes = int(num_scenes)
     self.views_per_scene = int(views_per_scene)
-    self.resolution = int(resolution)
+    try:
+      self.height, self.width = cameras.image_hw(resolution)
+    except ValueError as e:
+      raise ValueError(f"SyntheticRooms resolution: {e}") from None
+    # An int stays an int (the square sources' form); (H, W) a tuple.
+    self.resolution = (int(resolution) if isinstance(resolution, (int, np.integer))
+                       else (self.height, self.width))
     self.seed = int(seed)
     self.supersample = int(supersample)
     self.fov_deg = tuple(float(f) for f in fov_deg)
@@ -188,14 +199,14 @@ class SyntheticRooms:
     """The room and its camera path (``c2w [F, 4, 4]``, ``intrinsics [F, 4]``)."""
     rng = synthetic.scene_rng(self.seed, self.split, synthetic.check_index(idx, len(self)))
     room = sample_room(rng)
-    c2w, intrinsics = camera_path(rng, room, self.views_per_scene, self.resolution,
-                                  self.fov_deg)
+    c2w, intrinsics = camera_path(rng, room, self.views_per_scene,
+                                  (self.height, self.width), self.fov_deg)
     return room, c2w, intrinsics
 
   def __getitem__(self, idx) -> dict[str, np.ndarray]:
     idx = synthetic.check_index(idx, len(self))
     room, c2w, intrinsics = self.scene(idx)
-    rgb, depth = render_frames(room, c2w, intrinsics, self.resolution, self.resolution,
+    rgb, depth = render_frames(room, c2w, intrinsics, self.height, self.width,
                                self.supersample)
     return {"images": rgb, "masks": np.ones_like(depth), "depths": depth, "c2w": c2w,
             "intrinsics": intrinsics, "scene_id": np.int64(idx),
@@ -215,7 +226,7 @@ class SyntheticRooms:
       Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(
           os.path.join(out_dir, rel))
       frames.append({"file_path": rel, "w2c": cameras.c2w_to_w2c(
-          c2w.astype(np.float64)).tolist(), "h": self.resolution, "w": self.resolution,
+          c2w.astype(np.float64)).tolist(), "h": self.height, "w": self.width,
                      "fx": float(k[0]), "fy": float(k[1]), "cx": float(k[2]),
                      "cy": float(k[3])})
     path = os.path.join(out_dir, name + ".json")

@@ -8,6 +8,10 @@ half of the time) and ``num_target`` targets among the window's other frames. Ev
 targets evenly among the rest. Then, as Long-LRM: the scene is normalised by the input
 cameras (:func:`cameras.normalize_scene`: the mean input pose becomes the identity, the
 farthest input camera lands at distance 1), targets and depths follow.
+
+Views are resized as :class:`view_sampling.ViewSampler` does: to the ``input_size`` /
+``target_size`` squares, or to ``(H, W)`` for both with ``data.input_hw`` (Long-LRM's
+paper: 544 x 960); a ``target_crop`` is a square window inside the target view.
 """
 
 from __future__ import annotations
@@ -72,10 +76,7 @@ class WindowSampler(view_sampling.ViewSampler):
       if rng.random() < 0.5:
         inputs = inputs[::-1]
       targets = order[self.num_input:]
-    h, w_img = example["images"].shape[1:3]
-    if h != w_img:
-      raise ValueError(f"example {int(example['scene_id'])}: views are {w_img}x{h}; the "
-                       "pipeline needs square views.")
+    self.check_sizes(example)  # square sizes, or data.input_hw of the views' aspect
     ins = self._views(example, inputs, self.input_size, 0, rng)
     tgs = self._views(example, targets, self.target_size, self.target_crop, rng)
     if self.normalize:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 from lrm_jax.data import folder as folder_lib
+from lrm_jax.data import view_sampling
 
 SPLITS = ("train", "eval", "test")
 
@@ -48,11 +49,20 @@ def orbit_views(data_config) -> int:
   return int(data_config.num_input_views) if data_config.get("orbit_inputs", False) else 0
 
 
+def view_size(data_config):
+  """The size the rooms and folder sources give views at: ``data.input_hw`` as ``(H, W)``
+  when it is set, else the ``data.render_size`` square (an int)."""
+  return view_sampling.configured_hw(data_config) or data_config.render_size
+
+
 def make_source(spec: str, data_config, split: str = "train", seed: int = 0):
   """A random-access source for ``spec`` (see module docstring) and ``split``.
 
   ``data_config`` is a config's ``data`` section (``render_size``, ``views_per_scene``,
-  ``background``, camera ranges, ...). Train, eval and test splits never share a scene:
+  ``background``, camera ranges, ...). With ``data.input_hw = (H, W)`` the rooms and folder
+  sources give ``H x W`` views (:func:`view_size`); the others render ``render_size``
+  squares, which the view sampler refuses for a non-square ``input_hw``. Train, eval and
+  test splits never share a scene:
   synthetic and mesh sources seed them apart; folder sources hold out the last
   ``eval_fraction`` of the scenes (a single-scene folder is used for every split).
   """
@@ -73,7 +83,7 @@ def make_source(spec: str, data_config, split: str = "train", seed: int = 0):
     from lrm_jax.data.rooms import SyntheticRooms
     n = d.num_train_scenes if split == "train" else d.num_eval_scenes
     return SyntheticRooms(split="val" if split == "eval" else split, num_scenes=n,
-                          views_per_scene=d.views_per_scene, resolution=d.render_size,
+                          views_per_scene=d.views_per_scene, resolution=view_size(d),
                           seed=seed, supersample=int(d.get("supersample", 1)))
   if kind == "heads":  # Avat3r: identities at several expressions
     from lrm_jax.data.heads import SyntheticHeads
@@ -103,7 +113,7 @@ def make_source(spec: str, data_config, split: str = "train", seed: int = 0):
   if kind == "folder":
     if not arg:
       raise ValueError("source 'folder:DIR' needs a folder.")
-    src = folder_lib.FolderScenes(arg, resolution=d.render_size, background=tuple(d.background),
+    src = folder_lib.FolderScenes(arg, resolution=view_size(d), background=tuple(d.background),
                                   transparent_views=d.get("transparent_views", "warn"),
                                   allow_outside_paths=d.get("allow_outside_paths", False))
     n = len(src)

@@ -75,14 +75,15 @@ class FamilyModel(nn.Module):
     return self.render(rep, cameras, background, train), rep
 
 
-def view_spec(batch: int, views: int, size: int, extra: dict | None = None) -> dict:
-  """ShapeDtypeStructs of ``views`` square views per example: the fields every batch has
-  (``data.pipeline.VIEW_FIELDS``) and ``extra`` ones.
+def view_spec(batch: int, views: int, size, extra: dict | None = None) -> dict:
+  """ShapeDtypeStructs of ``views`` views per example of ``size`` (an int: a square, or
+  ``(H, W)``): the fields every batch has (``data.pipeline.VIEW_FIELDS``) and ``extra`` ones.
 
   ``extra``: ``{name: (per-view shape, dtype)}`` added per view, e.g. ``{"expression":
   ((16,), jnp.float32)}`` -> ``[B, V, 16]``.
   """
-  shapes = {"images": (size, size, 3), "masks": (size, size, 1), "depths": (size, size, 1),
+  h, w = cam.image_hw(size)
+  shapes = {"images": (h, w, 3), "masks": (h, w, 1), "depths": (h, w, 1),
             "c2w": (4, 4), "intrinsics": (4,)}
   out = {k: jax.ShapeDtypeStruct((batch, views) + s, jnp.float32) for k, s in shapes.items()}
   for name, (shape, dtype) in (extra or {}).items():
@@ -94,12 +95,16 @@ def default_batch_spec(config, batch: int | None = None) -> dict:
   """The batch every family shares: ``inputs`` and ``targets`` views and ``scene_id``.
 
   Inputs are ``data.input_size`` squares, targets ``data.target_crop or
-  data.target_size``; ``batch`` defaults to ``data.batch_size`` (global).
+  data.target_size`` squares; with ``data.input_hw = (H, W)`` inputs and (uncropped)
+  targets are ``H x W`` (:func:`lrm_jax.data.view_sampling.view_hw`). ``batch`` defaults to
+  ``data.batch_size`` (global).
   """
+  from lrm_jax.data import view_sampling  # pylint: disable=g-import-not-at-top
   d = config.data
   b = d.batch_size if batch is None else batch
-  return {"inputs": view_spec(b, d.num_input_views, d.input_size),
-          "targets": view_spec(b, d.num_target_views, d.target_crop or d.target_size),
+  target = d.target_crop or view_sampling.view_hw(d, "targets")
+  return {"inputs": view_spec(b, d.num_input_views, view_sampling.view_hw(d, "inputs")),
+          "targets": view_spec(b, d.num_target_views, target),
           "scene_id": jax.ShapeDtypeStruct((b,), jnp.int32)}
 
 

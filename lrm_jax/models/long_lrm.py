@@ -365,21 +365,5 @@ def _note_depth_prior(config) -> None:
                     "(Long-LRM uses DepthAnything's; none is bundled).", source)
 
 
-def batch_spec(config, batch: int | None = None) -> dict:
-  """:func:`family.default_batch_spec`, or non-square views when ``data.input_hw`` (``(H,
-  W)``, inputs and targets alike) is set (paper: 544 x 960)."""
-  hw = tuple(config.data.get("input_hw", ()) or ())
-  spec = family.default_batch_spec(config, batch)
-  if not hw:
-    return spec
-  hgt, wid = hw
-  for part in ("inputs", "targets"):
-    for name in ("images", "masks", "depths"):
-      s = spec[part][name]
-      spec[part][name] = jax.ShapeDtypeStruct(s.shape[:2] + (hgt, wid) + s.shape[4:], s.dtype)
-  return spec
-
-
 FAMILY = family.Family(name="long_lrm", model=Model, model_config=model_config,
-                       variants=tuple(VARIANTS), regularizers=regularizers,
-                       batch_spec=batch_spec)
+                       variants=tuple(VARIANTS), regularizers=regularizers)

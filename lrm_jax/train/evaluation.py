@@ -19,17 +19,17 @@ def nearest_view_prediction(inputs: dict, targets: dict) -> np.ndarray:
   """The trivial prediction "the input view nearest to the target, as is".
 
   Nearest = the smallest angle between camera viewing directions; the input image is resized
-  to the target size. Returns ``[B, Vt, T, T, 3]``.
+  to the target size. Returns ``[B, Vt, H, W, 3]`` (the targets' shape).
   """
   fwd_in = inputs["c2w"][..., :3, 2]  # [B, Vi, 3]
   fwd_t = targets["c2w"][..., :3, 2]  # [B, Vt, 3]
   cos = np.einsum("bid,btd->bti", fwd_in, fwd_t)
   nearest = np.argmax(cos, axis=-1)  # [B, Vt]
-  t = targets["images"].shape[-2]
+  hw = targets["images"].shape[-3:-1]
   out = np.empty(targets["images"].shape, np.float32)
   for b in range(nearest.shape[0]):
     for v in range(nearest.shape[1]):
-      out[b, v] = view_sampling.resize_image(inputs["images"][b, nearest[b, v]], t)
+      out[b, v] = view_sampling.resize_image(inputs["images"][b, nearest[b, v]], hw)
   return out
 
 
