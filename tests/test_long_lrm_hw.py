@@ -20,23 +20,28 @@ HW = (16, 32)  # divisible by 2 x model.patch (16): the token merge halves an 1 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   from lrm_jax.train import trainer  # pylint: disable=g-import-not-at-top
-  # As test_long_lrm_reconstruct's run: two steps and a checkpoint, one Mamba2 and one
-  # transformer block around the token merge.
-  config = load_config(CONFIG, [f"data.input_hw={HW}", "stop_at_step=2", "eval_every=1000",
+  # As test_long_lrm_reconstruct's run (one Mamba2 and one transformer block around the
+  # token merge), but to the end: two steps, then the evaluation of the 2 eval scenes.
+  config = load_config(CONFIG, [f"data.input_hw={HW}", "total_steps=2", "eval_every=1000",
                                 "model.pattern=mt", "model.merge_after=1"])
   work = str(tmp_path_factory.mktemp("work"))
-  trainer.train_and_evaluate(config, work)
-  return config, work
+  summary = trainer.train_and_evaluate(config, work)
+  return config, work, summary
 
 
-def test_trains_on_h_by_w_rooms(run):
-  _, work = run
+def test_trains_and_evaluates_on_h_by_w_rooms(run):
+  _, work, summary = run
   with open(os.path.join(work, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]
   losses = [r["loss"] for r in rows if "loss" in r]
   assert losses and all(np.isfinite(losses)), rows  # rows every config.log_every steps
   with open(os.path.join(work, "config.json")) as f:
     assert tuple(json.load(f)["data"]["input_hw"]) == HW
+  ev = summary["eval"]
+  assert ev["num_scenes"] == 2 and np.isfinite(ev["psnr"]) and np.isfinite(ev["ssim"])
+  assert np.isfinite(ev["baseline_psnr"])  # the nearest input view, resized to H x W
+  with Image.open(os.path.join(work, "eval", "step_000002.png")) as im:
+    assert im.size[1] == 3 * (HW[0] + 2) + 2  # inputs | predictions | targets, H high
 
 
 def test_nearest_view_baseline_keeps_the_targets_h_by_w():
@@ -49,7 +54,7 @@ def test_nearest_view_baseline_keeps_the_targets_h_by_w():
 
 
 def test_reconstructs_the_16_9_capture_at_h_by_w(run, tmp_path):
-  _, work = run
+  _, work, _ = run
   h, w = HW
   root = str(tmp_path / "capture")
   write_capture(root)
