@@ -87,12 +87,15 @@ def splat_arrays(g: gs.Gaussians, sh_degree: int = -1, min_opacity: float = 0.0,
 
 def bounds(contents: SceneContents) -> tuple[np.ndarray, float]:
   """``(centre [3], radius)`` of what is shown: the Gaussians (the 2nd..98th percentile
-  of opaque ones), else the cameras, else the unit object box."""
+  of opaque ones), else the mesh, else the cameras, else the unit object box."""
   g = contents.gaussians
   if g is not None and g.num:
     pts = np.asarray(g.means)[np.asarray(g.opacities)[:, 0] > 0.1]
     pts = pts if len(pts) else np.asarray(g.means)
     lo, hi = np.percentile(pts, 2, axis=0), np.percentile(pts, 98, axis=0)
+  elif contents.mesh_path:
+    import trimesh  # pylint: disable=g-import-not-at-top
+    lo, hi = trimesh.load(contents.mesh_path, force="mesh").bounds
   elif contents.views:
     pts = np.stack([v.c2w[:3, 3] for v in contents.views])
     lo, hi = pts.min(0), pts.max(0)

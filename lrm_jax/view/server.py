@@ -51,6 +51,7 @@ class Viewer:
     self.server = viser.ViserServer(host=host, port=port, verbose=False)
     self._lock = threading.Lock()
     self._eye = None
+    self._splats = None
     self.server.scene.set_up_direction("+z")
     self.server.scene.world_axes.visible = False
     self._camera_start()
@@ -76,29 +77,34 @@ class Viewer:
   # ---- Scene -----------------------------------------------------------------------------
 
   def _camera_start(self) -> None:
-    """Start the browser's camera behind and above the first input camera (so its frustum
-    and the object are in view), else looking at the object from the front-right, above."""
+    """Start the browser's camera looking at the object from the front-right, above: just
+    outside the ring of cameras if there are any, else at twice the object's size."""
     centre, radius = scene_lib.bounds(self.contents)
     cam = self.server.initial_camera
-    inputs = [v for v in self.contents.views if v.role == "input"]
-    if inputs:
-      away = inputs[0].c2w[:3, 3] - centre
-      cam.position = centre + 1.6 * away + np.array([0.0, 0.0, 0.3 * np.linalg.norm(away)])
-    else:
-      cam.position = centre + radius * 2.2 * np.array([0.6, -0.75, 0.45])
+    distance = 2.2 * radius
+    if self.contents.views:
+      distance = 1.25 * float(np.median([np.linalg.norm(v.c2w[:3, 3] - centre)
+                                        for v in self.contents.views]))
+    direction = np.array([0.6, -0.75, 0.45])
+    cam.position = centre + distance * direction / np.linalg.norm(direction)
     cam.look_at = centre
     cam.up = (0.0, 0.0, 1.0)
 
   def _add_cameras(self) -> None:
     self._frustums = {"input": [], "target": []}
-    _, radius = scene_lib.bounds(self.contents)
+    if not self.contents.views:
+      return
+    centre, _ = scene_lib.bounds(self.contents)
+    # Frustums a tenth of the cameras' distance to the object: visible, not in the way.
+    size = 0.1 * float(np.median([np.linalg.norm(v.c2w[:3, 3] - centre)
+                                  for v in self.contents.views]))
     for v in self.contents.views:
       wxyz, position = frustum_pose(v.c2w)
       image = None if v.image is None else (np.clip(v.image, 0, 1) * 255).astype(np.uint8)
       handle = self.server.scene.add_camera_frustum(
-          f"/cameras/{v.name}", fov=v.fov_y, aspect=v.aspect, scale=0.15 * radius,
+          f"/cameras/{v.name}", fov=v.fov_y, aspect=v.aspect, scale=size,
           color=_COLORS.get(v.role, (60, 60, 60)), image=image, wxyz=wxyz, position=position,
-          thickness=0.004 * radius)
+          thickness=0.03 * size)
       self._frustums.setdefault(v.role, []).append(handle)
 
   def _add_splats(self) -> None:
@@ -109,7 +115,11 @@ class Viewer:
       arrays = scene_lib.splat_arrays(g, int(self._sh.value), float(self._opacity.value),
                                       self._eye)
       self._count.value = f"{len(arrays['centers']):,} of {g.num:,}"
-      self.server.scene.add_gaussian_splats("/gaussians", **arrays)
+      if self._splats is not None:
+        self._splats.remove()
+        self._splats = None
+      if len(arrays["centers"]):  # a threshold above every opacity leaves nothing to draw
+        self._splats = self.server.scene.add_gaussian_splats("/gaussians", **arrays)
 
   def _follow_camera(self, client) -> None:
     @client.camera.on_update
@@ -125,14 +135,15 @@ class Viewer:
     gui, c = self.server.gui, self.contents
     gui.add_markdown(f"**{html.escape(c.title)}**  \n" + "  \n".join(html.escape(n)
                                                                      for n in c.notes))
-    have = c.gaussians.sh_degree if c.gaussians is not None else 0
-    self._opacity = gui.add_slider("opacity >", 0.0, 0.99, 0.005, float(min_opacity))
-    self._sh = gui.add_slider("SH degree", 0, max(have, 1), 1,
-                              have if sh_degree < 0 else min(sh_degree, have),
-                              disabled=have == 0)
-    self._count = gui.add_text("Gaussians", "0", disabled=True)
-    self._opacity.on_update(lambda _: self._add_splats())
-    self._sh.on_update(lambda _: self._add_splats())
+    if c.gaussians is not None:
+      have = c.gaussians.sh_degree
+      self._opacity = gui.add_slider("opacity >", 0.0, 0.99, 0.005, float(min_opacity))
+      self._sh = gui.add_slider("SH degree", 0, max(have, 1), 1,
+                                have if sh_degree < 0 else min(sh_degree, have),
+                                disabled=have == 0)
+      self._count = gui.add_text("Gaussians", "0", disabled=True)
+      self._opacity.on_update(lambda _: self._add_splats())
+      self._sh.on_update(lambda _: self._add_splats())
     for role in ("input", "target"):
       if any(v.role == role for v in c.views):
         box = gui.add_checkbox(f"{role} cameras", True)
