@@ -386,7 +386,7 @@ _WARNED: set[str] = set()
 
 
 def crop_window(height: int, width: int, size) -> tuple[int, int, int, int]:
-  """The centred window ``(top, left, crop_h, crop_w)`` of an ``height x width`` view with
+  """The centred window ``(top, left, crop_h, crop_w)`` of a ``height x width`` view with
   the aspect ratio of ``size`` (an int: a square, or ``(H, W)``), as large as fits.
 
   1920x1080 to ``(544, 960)``: the centre 1906x1080 (which resizes to 960x544, as scaling

@@ -62,9 +62,9 @@ def make_source(spec: str, data_config, split: str = "train", seed: int = 0):
   ``background``, camera ranges, ...). With ``data.input_hw = (H, W)`` the rooms and folder
   sources give ``H x W`` views (:func:`view_size`); the others render ``render_size``
   squares, which the view sampler refuses for a non-square ``input_hw``. Train, eval and
-  test splits never share a scene:
-  synthetic and mesh sources seed them apart; folder sources hold out the last
-  ``eval_fraction`` of the scenes (a single-scene folder is used for every split).
+  test splits never share a scene: synthetic and mesh sources seed them apart; folder
+  sources hold out the last ``eval_fraction`` of the scenes (a single-scene folder is used
+  for every split).
   """
   _check_split(split)
   d = data_config
