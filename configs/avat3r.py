@@ -30,6 +30,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.loss.l1 = 0.8
   config.loss.ssim = 0.2
   config.loss.lpips = 0.01
+  # Ours, not the paper's: landmark motion (models/avat3r.landmark_loss) where the data has
+  # landmarks; 0 = off.
+  config.loss.landmarks = 0.0
 
   d = config.data
   d.source = "heads"

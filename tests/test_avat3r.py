@@ -90,6 +90,50 @@ def test_eval_metrics_akd_and_input_expression(micro):
   assert np.nanmean(np.asarray(exact)[:, 0]) < 0.5 * np.nanmean(np.asarray(out["akd"])[:, 0])
 
 
+def test_landmark_loss_against_a_loop_and_its_gradient(micro):
+  config, fam, model, batch, params = micro
+  inputs, targets = batch["inputs"], batch["targets"]
+  g = model.apply({"params": params}, inputs, method=model.reconstruct)
+  got = float(avat3r.landmark_loss(g, inputs, targets))
+  # Independent: loop over scenes, input views, target views and landmarks in float64.
+  b, vi, h, w = inputs["images"].shape[:4]
+  means = np.asarray(g.means, np.float64).reshape(b, vi, h, w, 3)
+  lm_in, lm_t = np.asarray(inputs["landmarks"]), np.asarray(targets["landmarks"])
+  total, count = 0.0, 0
+  for bi in range(b):
+    for i in range(vi):
+      for k in range(lm_in.shape[2]):
+        if lm_in[bi, i, k, 2] <= 0.5:
+          continue
+        col = min(max(int(np.floor(lm_in[bi, i, k, 0])), 0), w - 1)
+        row = min(max(int(np.floor(lm_in[bi, i, k, 1])), 0), h - 1)
+        x = means[bi, i, row, col]
+        for t in range(lm_t.shape[1]):
+          if lm_t[bi, t, k, 2] <= 0.5:
+            continue
+          c2w = np.asarray(targets["c2w"][bi, t], np.float64)
+          fx, fy, cx, cy = np.asarray(targets["intrinsics"][bi, t], np.float64)
+          p = c2w[:3, :3].T @ (x - c2w[:3, 3])
+          uv = np.array([fx * p[0] / p[2] + cx, fy * p[1] / p[2] + cy])
+          total += np.sqrt(np.sum((uv - lm_t[bi, t, k, :2]) ** 2) + 1e-6) / w
+          count += 1
+  assert count > 0
+  np.testing.assert_allclose(got, total / count, rtol=1e-4)
+  # The regulariser: off at weight 0 (the default), on with a finite gradient otherwise.
+  assert fam.regularizers(g, batch, config) == {}
+  on = config.copy_and_resolve_references()
+  on.loss.landmarks = 1.0
+
+  def loss(p):
+    rep = model.apply({"params": p}, inputs, method=model.reconstruct)
+    weight, value = fam.regularizers(rep, batch, on)["landmarks"]
+    return weight * value
+
+  grads = jax.grad(loss)(params)
+  norms = [float(jnp.linalg.norm(x)) for x in jax.tree_util.tree_leaves(grads)]
+  assert all(np.isfinite(norms)) and max(norms) > 0
+
+
 def test_l1_ssim_loss_weights_and_mse_default_unchanged():
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.uniform(size=(1, 2, 16, 16, 3)), jnp.float32)

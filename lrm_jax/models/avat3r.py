@@ -320,6 +320,16 @@ def landmark_gaussians(inputs: dict) -> tuple[jax.Array, jax.Array]:
   return (view * h + row) * w + col, lm[..., 2] > 0.5
 
 
+def _landmark_means(gaussians: gs.Gaussians, inputs: dict) -> tuple[jax.Array, jax.Array]:
+  """The predicted centres of the landmarks' Gaussians ``[B, Vi, K, 3]`` (the Gaussian of
+  the input pixel each landmark projects to, per input view) and their visibility
+  ``[B, Vi, K]``."""
+  idx, vis_in = landmark_gaussians(inputs)
+  b, vi, k = idx.shape
+  means = jnp.take_along_axis(gaussians.means, idx.reshape(b, vi * k, 1), axis=1)
+  return means.reshape(b, vi, k, 3), vis_in
+
+
 def akd(gaussians: gs.Gaussians, inputs: dict, targets: dict) -> jax.Array:
   """Average keypoint distance (pixels) per target view ``[B, Vt]`` (NaN without landmarks).
 
@@ -329,10 +339,7 @@ def akd(gaussians: gs.Gaussians, inputs: dict, targets: dict) -> jax.Array:
   target expression, averaged over the landmarks visible in that target view and in at
   least one input. Zero offsets give the static error of the input position maps.
   """
-  idx, vis_in = landmark_gaussians(inputs)
-  b, vi, k = idx.shape
-  means = jnp.take_along_axis(gaussians.means, idx.reshape(b, vi * k, 1), axis=1)
-  means = means.reshape(b, vi, k, 3)
+  means, vis_in = _landmark_means(gaussians, inputs)
   wts = vis_in.astype(means.dtype)[..., None]
   n_in = jnp.sum(wts, axis=1)  # [B, K, 1]
   pts = jnp.sum(means * wts, axis=1) / jnp.maximum(n_in, 1.0)  # [B, K, 3]
@@ -342,6 +349,35 @@ def akd(gaussians: gs.Gaussians, inputs: dict, targets: dict) -> jax.Array:
   dist = jnp.linalg.norm(uv - true[..., :2], axis=-1)
   n = jnp.sum(valid, axis=-1)
   return jnp.where(n > 0, jnp.sum(dist * valid, -1) / jnp.maximum(n, 1), jnp.nan)
+
+
+def landmark_loss(gaussians: gs.Gaussians, inputs: dict, targets: dict) -> jax.Array:
+  """Mean distance, in units of the target width, between each landmark's Gaussian (per
+  input view where the landmark is visible) projected into each target view and the true
+  landmark there (where visible): it ties the predicted offsets to the expression's motion.
+  Charbonnier (``sqrt(d^2 + 1e-6)``), so its gradient is finite at 0; 0 when no pair is
+  valid."""
+  means, vis_in = _landmark_means(gaussians, inputs)  # [B, Vi, K, 3], [B, Vi, K]
+  b, vi, k = vis_in.shape
+  uv, _ = cam.project_points(means.reshape(b, 1, vi * k, 3), targets["c2w"],
+                             targets["intrinsics"])  # [B, Vt, Vi*K, 2]
+  true = targets["landmarks"]  # [B, Vt, K, 3]
+  vt = true.shape[1]
+  uv = uv.reshape(b, vt, vi, k, 2)
+  valid = (vis_in[:, None] & (true[:, :, None, :, 2] > 0.5)).astype(uv.dtype)  # [B,Vt,Vi,K]
+  d2 = jnp.sum(jnp.square(uv - true[:, :, None, :, :2]), -1)
+  dist = jnp.sqrt(d2 + 1e-6) / targets["images"].shape[-2]
+  return jnp.sum(dist * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+
+
+def regularizers(representation, batch, config) -> dict:
+  """``{"landmarks": (loss.landmarks, landmark_loss)}`` in training when the weight is > 0
+  and the batch has landmarks (ours, not the paper's: Avat3r trains on images alone)."""
+  weight = float(config.loss.get("landmarks", 0.0))
+  inputs, targets = batch["inputs"], batch["targets"]
+  if weight <= 0 or "landmarks" not in inputs or "landmarks" not in targets:
+    return {}
+  return {"landmarks": (weight, landmark_loss(representation, inputs, targets))}
 
 
 def eval_metrics(model, params, batch: dict, representation, background) -> dict:
@@ -365,4 +401,4 @@ def eval_metrics(model, params, batch: dict, representation, background) -> dict
 
 FAMILY = family.Family(name="avat3r", model=Model, model_config=model_config,
                        variants=tuple(VARIANTS), batch_spec=batch_spec,
-                       eval_metrics=eval_metrics)
+                       regularizers=regularizers, eval_metrics=eval_metrics)
