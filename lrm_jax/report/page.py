@@ -132,15 +132,18 @@ def cost(run: run_lib.Run) -> str:
   rows = [["steps/s (median, compile excluded)", rate],
           ["images/s (median)", sorted(images)[len(images) // 2] if images else None],
           ["wall time s (summary.json)", s.get("wall_s")],
-          ["parameters", s.get("n_params")],
-          ["train step compile s", c.get("compile_s")],
-          ["peak memory per device MiB", mib("peak_bytes")],
-          ["  arguments MiB", mib("argument_bytes")], ["  temporaries MiB", mib("temp_bytes")],
-          ["  outputs MiB", mib("output_bytes")], ["  aliased (donated) MiB", mib("alias_bytes")],
-          ["devices", f"{c['num_devices']} x {c['device_kind']}" if c else None]]
-  note = "" if c else missing(
-      f"No compile.json in {run.workdir}: the run predates it, or has not compiled its step.")
-  return table(["", "value"], rows, cls="cost") + note
+          ["parameters", s.get("n_params")]]
+  if not c:
+    return table(["", "value"], rows, cls="cost") + missing(
+        f"No compile.json in {run.workdir}: the run predates it, or has not compiled its "
+        "step yet; no compile memory or time.")
+  rows += [["train step compile s", c.get("compile_s")],
+           ["peak memory per device MiB", mib("peak_bytes")],
+           ["  arguments MiB", mib("argument_bytes")], ["  temporaries MiB", mib("temp_bytes")],
+           ["  outputs MiB", mib("output_bytes")],
+           ["  aliased (donated) MiB", mib("alias_bytes")],
+           ["devices", f"{c.get('num_devices')} x {c.get('device_kind')}"]]
+  return table(["", "value"], rows, cls="cost")
 
 
 def config_block(run: run_lib.Run) -> str:
