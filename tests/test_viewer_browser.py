@@ -81,6 +81,38 @@ def test_frustum_pose_is_the_camera_to_world_transform():
   np.testing.assert_allclose(position, c2w[:3, 3])
 
 
+def test_viewer_panel_threshold_hides_and_shows_the_splats():
+  contents = scene_lib.SceneContents("blobs", gaussians=three_blobs())
+  viewer = server_lib.Viewer(contents, port=_free_port())
+  try:
+    assert viewer._count.value == "600 of 660" and viewer._splats is not None
+    viewer._opacity.value = 0.95  # above every opacity: nothing left to draw
+    viewer._add_splats()
+    assert viewer._count.value == "0 of 660" and viewer._splats is None
+    viewer._opacity.value = 0.0
+    viewer._add_splats()
+    assert viewer._count.value == "660 of 660" and viewer._splats is not None
+  finally:
+    viewer.close()
+
+
+def test_a_glb_mesh_is_placed_in_the_z_up_world(tmp_path):
+  import trimesh
+  from lrm_jax.io import mesh as mesh_io
+  box = trimesh.creation.box((0.2, 0.4, 1.6))  # tall along our z
+  box.apply_translation((0.0, 0.0, 0.5))
+  path = mesh_io.write_glb(str(tmp_path / "box.glb"), box.vertices, box.faces)  # y-up file
+  np.testing.assert_allclose(scene_lib.mesh_vertices(path), box.vertices, atol=1e-6)
+  contents = scene_lib.SceneContents("box", mesh_path=path)
+  centre, radius = scene_lib.bounds(contents)
+  np.testing.assert_allclose(centre, (0, 0, 0.5), atol=1e-6)
+  viewer = server_lib.Viewer(contents, port=_free_port())  # no Gaussians: no splat controls
+  try:
+    assert viewer._splats is None and not hasattr(viewer, "_count")
+  finally:
+    viewer.close()
+
+
 def test_exactly_one_source():
   from lrm_jax.view.__main__ import load_contents
   with pytest.raises(ConfigError, match="exactly one"):

@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from lrm_jax.errors import DataError
+from lrm_jax.io import mesh as mesh_io
 from lrm_jax.io import ply
 from lrm_jax.representations import gaussians as gs
 from lrm_jax.representations import sh as sh_lib
@@ -94,14 +95,27 @@ def bounds(contents: SceneContents) -> tuple[np.ndarray, float]:
     pts = pts if len(pts) else np.asarray(g.means)
     lo, hi = np.percentile(pts, 2, axis=0), np.percentile(pts, 98, axis=0)
   elif contents.mesh_path:
-    import trimesh  # pylint: disable=g-import-not-at-top
-    lo, hi = trimesh.load(contents.mesh_path, force="mesh").bounds
+    pts = mesh_vertices(contents.mesh_path)
+    lo, hi = pts.min(0), pts.max(0)
   elif contents.views:
     pts = np.stack([v.c2w[:3, 3] for v in contents.views])
     lo, hi = pts.min(0), pts.max(0)
   else:
     lo, hi = -np.ones(3), np.ones(3)
   return (lo + hi) / 2, max(float(np.linalg.norm(hi - lo)) / 2, 1e-3)
+
+
+def mesh_to_world(path: str) -> np.ndarray:
+  """The rotation ``[3, 3]`` from a mesh file's frame to our z-up world: glTF (``.glb``) is
+  y-up (``io/mesh.write_glb`` rotates into it), ``.obj`` files are ours, z-up."""
+  return mesh_io.Z_UP_TO_Y_UP.T if path.endswith(".glb") else np.eye(3, dtype=np.float32)
+
+
+def mesh_vertices(path: str) -> np.ndarray:
+  """A mesh file's vertices ``[N, 3]`` in world coordinates."""
+  import trimesh  # pylint: disable=g-import-not-at-top
+  v = np.asarray(trimesh.load(path, force="mesh").vertices, np.float32)
+  return v @ mesh_to_world(path).T
 
 
 def views_of(part: dict, role: str) -> list[View]:

@@ -58,9 +58,7 @@ class Viewer:
     self._panel(sh_degree, min_opacity)
     self._add_cameras()
     if contents.mesh_path:
-      with open(contents.mesh_path, "rb") as f:
-        if contents.mesh_path.endswith(".glb"):
-          self.server.scene.add_glb("/mesh", f.read())
+      self._add_mesh(contents.mesh_path)
     self._add_splats()
     if contents.gaussians is not None and contents.gaussians.sh_degree > 0:
       self.server.on_client_connect(self._follow_camera)
@@ -107,6 +105,16 @@ class Viewer:
           thickness=0.03 * size)
       self._frustums.setdefault(v.role, []).append(handle)
 
+  def _add_mesh(self, path: str) -> None:
+    import viser.transforms as vtf  # pylint: disable=g-import-not-at-top
+    wxyz = vtf.SO3.from_matrix(scene_lib.mesh_to_world(path).astype(np.float64)).wxyz
+    if path.endswith(".glb"):
+      with open(path, "rb") as f:
+        self.server.scene.add_glb("/mesh", f.read(), wxyz=wxyz)
+    else:
+      import trimesh  # pylint: disable=g-import-not-at-top
+      self.server.scene.add_mesh_trimesh("/mesh", trimesh.load(path, force="mesh"), wxyz=wxyz)
+
   def _add_splats(self) -> None:
     g = self.contents.gaussians
     if g is None:
@@ -115,11 +123,11 @@ class Viewer:
       arrays = scene_lib.splat_arrays(g, int(self._sh.value), float(self._opacity.value),
                                       self._eye)
       self._count.value = f"{len(arrays['centers']):,} of {g.num:,}"
-      if self._splats is not None:
+      if len(arrays["centers"]):  # replaces the node of the same name
+        self._splats = self.server.scene.add_gaussian_splats("/gaussians", **arrays)
+      elif self._splats is not None:  # a threshold above every opacity: nothing to draw
         self._splats.remove()
         self._splats = None
-      if len(arrays["centers"]):  # a threshold above every opacity leaves nothing to draw
-        self._splats = self.server.scene.add_gaussian_splats("/gaussians", **arrays)
 
   def _follow_camera(self, client) -> None:
     @client.camera.on_update
