@@ -1,7 +1,7 @@
 """Headless Chromium for the tests that look at pages (the report, the viewer).
 
-Debian's ``chromium`` (``apt-get install chromium``; ``.ci/run`` installs it) driven by the
-PyPI ``playwright`` package with ``executable_path``: no browser is ever downloaded. Where
+Debian's ``chromium`` (installed by ``launch/install_browser.sh``, which README's test
+command and ``.ci/run`` run) driven by the PyPI ``playwright`` package with ``executable_path``: no browser is ever downloaded. Where
 either is missing, :func:`page` skips the test and says why. WebGL runs on SwiftShader
 (software), which ``--disable-gpu`` leaves on.
 
@@ -26,8 +26,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 def why_unavailable() -> str | None:
   """Why there is no browser to test with, or None."""
   if not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)):
-    return (f"no Chromium at {CHROMIUM} (apt-get install chromium chromium-driver; "
-            ".ci/run does when it runs as root)")
+    return (f"no Chromium at {CHROMIUM} (bash launch/install_browser.sh as root "
+            "installs it: apt-get install chromium chromium-driver)")
   try:
     import playwright.sync_api  # noqa: F401  pylint: disable=unused-import,g-import-not-at-top
   except ImportError:
