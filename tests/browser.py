@@ -1,8 +1,8 @@
 """Headless Chromium for the tests that look at pages (the report, the viewer).
 
 Debian's ``chromium`` (installed by ``launch/install_browser.sh``, which README's test
-command and ``.ci/run`` run) driven by the PyPI ``playwright`` package with ``executable_path``: no browser is ever downloaded. Where
-either is missing, :func:`page` skips the test and says why. WebGL runs on SwiftShader
+command and ``.ci/run`` run) driven by the PyPI ``playwright`` package with
+``executable_path``: no browser is ever downloaded. Where either is missing, :func:`page` skips the test and says why. WebGL runs on SwiftShader
 (software), which ``--disable-gpu`` leaves on.
 
 Also a screenshot tool for the README's pictures:
