@@ -230,7 +230,7 @@ def test_any_number_of_input_views(tiny):
   config, model, params = tiny
   b = pixelnerf.FAMILY.dummy_batch(config, 1)
   cams = pipeline.batch_cameras(b["targets"])
-  v = 3  # the config has 2 input views; training uses 1 or 2
+  v = 3  # more views than the config trains with
   c2w = cam.orbit_cameras(np.linspace(0, 360, v, endpoint=False), np.full(v, 20.0), 2.3)
   inputs = dict(b["inputs"], images=np.full((1, v, 32, 32, 3), 0.5, np.float32),
                 c2w=c2w[None].astype(np.float32),
