@@ -13,6 +13,7 @@ written to ``--out`` (default ``W/view/<scene>``). Prints the URL and serves unt
 
 from __future__ import annotations
 
+import signal
 import time
 
 from absl import flags, logging
@@ -64,6 +65,10 @@ def main(argv):
         + (", mesh" if contents.mesh_path else "")
         + (", turntable" if contents.turntable_path else ""))
   print(f"viewer: {viewer.url}  (Ctrl-C to stop)", flush=True)
+  # Ctrl-C (and SIGTERM) stop the viewer even when a parent started it with SIGINT ignored
+  # (Python then leaves it ignored: background shells, pytest-xdist workers).
+  signal.signal(signal.SIGINT, signal.default_int_handler)
+  signal.signal(signal.SIGTERM, signal.default_int_handler)
   try:
     while True:
       time.sleep(1.0)
