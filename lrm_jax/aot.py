@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrm_jax import parallel
+from lrm_jax.train import logger
 
 # HBM per chip (GiB) by TPU generation (Cloud TPU system architecture docs).
 HBM_GIB = {"v4": 32, "v5e": 16, "v5litepod": 16, "v5p": 95, "v6e": 32}
@@ -62,11 +63,7 @@ def analyse(compiled, num_devices: int) -> dict:
   the device count; it counts a scan (``nn.scan`` over layers) body once, so it undercounts
   scanned models -- ``jaxpr_flops`` does not.
   """
-  mem = compiled.memory_analysis()
-  out = {k: int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
-         for k in ("argument", "output", "alias", "temp", "generated_code")}
-  out["peak_bytes"] = (out["argument"] + out["output"] - out["alias"] + out["temp"]
-                       + out["generated_code"])
+  out = logger.compiled_memory(compiled)
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else {}

@@ -12,24 +12,32 @@ import jax
 import numpy as np
 
 
-def compile_stats(compiled, seconds: float) -> dict:
-  """Per-device memory (bytes) of a compiled step and the seconds it took to compile.
+def compiled_memory(compiled) -> dict:
+  """Per-device memory (bytes) of a compiled SPMD step: ``argument``, ``output``, ``alias``,
+  ``temp``, ``generated_code`` and ``peak_bytes`` = arguments + outputs - aliased (donated
+  state is reused for the new state) + temporaries + generated code: what must fit in one
+  chip's memory."""
+  mem = compiled.memory_analysis()
+  if mem is None:
+    raise ValueError("this backend reports no memory analysis of compiled programs.")
+  out = {k: int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
+         for k in ("argument", "output", "alias", "temp", "generated_code")}
+  out["peak_bytes"] = (out["argument"] + out["output"] - out["alias"] + out["temp"]
+                       + out["generated_code"])
+  return out
 
-  ``peak_bytes`` = arguments + outputs - aliased (the donated state) + temporaries +
-  generated code, as ``python -m lrm_jax.aot`` counts it. Memory fields are absent where
-  the backend does not report them.
-  """
+
+def compile_stats(compiled, seconds: float) -> dict:
+  """Per-device memory (bytes, :func:`compiled_memory`) of a compiled step and the seconds
+  it took to compile. Memory fields are absent where the backend does not report them."""
   out = {"compile_s": round(float(seconds), 3), "num_devices": jax.device_count(),
          "device_kind": jax.devices()[0].device_kind}
   try:
-    mem = compiled.memory_analysis()
+    mem = compiled_memory(compiled)
   except Exception:  # pylint: disable=broad-except  (not every backend implements it)
     mem = None
   if mem is not None:
-    for k in ("argument", "output", "alias", "temp", "generated_code"):
-      out[f"{k}_bytes"] = int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
-    out["peak_bytes"] = (out["argument_bytes"] + out["output_bytes"] - out["alias_bytes"]
-                         + out["temp_bytes"] + out["generated_code_bytes"])
+    out.update({k if k == "peak_bytes" else f"{k}_bytes": v for k, v in mem.items()})
   return out
 
 
