@@ -230,7 +230,7 @@ def scaled_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
   ``impl="auto"``: float32 inputs and long sequences (``T >= FLASH_MIN_TOKENS``, also
   bfloat16: XLA:CPU's bfloat16 batched products are slower) go through
   :func:`_flash_attention` in float32: blocks of ``FLASH_BLOCK`` queries for long
-  sequences, so the whole score matrix never exists, and one block for short ones, for its
+  sequences (the last block padded), so the whole score matrix never exists, and one block for short ones, for its
   cheaper backward. ``impl="plain"`` computes every case the plain way (the scores whole,
   no recomputation in the backward): ``bench/train_step.py`` counts FLOPs that way
   (``model.attention=plain``). Figures: bench/RESULTS.md.
@@ -241,11 +241,14 @@ def scaled_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
   # [B, T, N, H] -> [B * N, T, H]: one batch dimension for the products.
   flat = lambda x: jnp.swapaxes(x, 1, 2).reshape(b * n, x.shape[1], h)
   q = q * (h ** -0.5)
-  long = t >= FLASH_MIN_TOKENS and t % FLASH_BLOCK == 0
+  long = t >= FLASH_MIN_TOKENS
   if impl == "auto" and (long or q.dtype == jnp.float32):
     f32 = lambda x: flat(x).astype(jnp.float32)
-    out = _flash_attention(f32(q), f32(k), f32(v), FLASH_BLOCK if long else t)
-    out = out.astype(v.dtype)
+    block = FLASH_BLOCK if long else t
+    # Queries padded to whole blocks (e.g. 32 views' tokens + 2 global tokens): the padded
+    # rows' outputs are dropped, so they add nothing to the keys' and values' gradients.
+    qf = jnp.pad(f32(q), ((0, 0), (0, -t % block), (0, 0)))
+    out = _flash_attention(qf, f32(k), f32(v), block)[:, :t].astype(v.dtype)
   else:
     scores = jnp.einsum("xth,xsh->xts", flat(q), flat(k), preferred_element_type=jnp.float32)
     scores = scores - jax.lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True))
