@@ -146,7 +146,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.stop_at_step = -1  # >0: save and exit at this step (job time limits); resume later
   c.optimizer = ml_collections.ConfigDict(dict(
       lr=4e-4, b1=0.9, b2=0.95, weight_decay=0.05, warmup_steps=100, clip_norm=1.0,
-      min_lr_ratio=0.0))
+      min_lr_ratio=0.0,
+      # > 0: evaluation, checkpoints' users (evaluate, reconstruct) and the summary use an
+      # exponential moving average of the parameters (state.ema_of_params).
+      ema_decay=0.0))
 
   c.log_every = 10
   c.eval_every = 200

@@ -11,6 +11,7 @@ import ml_collections
 
 from lrm_jax.train import checkpoint as ckpt_lib
 from lrm_jax.train import setup
+from lrm_jax.train import state as state_lib
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -53,7 +54,8 @@ class Trained:
 
 def load_trained(workdir: str, config=None, step: int | None = None) -> Trained:
   """The run's config (or ``config``) and the latest (or given) checkpoint's parameters,
-  placed with the shardings the trainer uses (:func:`lrm_jax.train.setup.build`)."""
+  placed with the shardings the trainer uses (:func:`lrm_jax.train.setup.build`): their
+  moving average when the run kept one (``optimizer.ema_decay > 0``), as in its evals."""
   config = config or load_run_config(workdir)
   program = setup.build(config)
   ckpt = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir))
@@ -61,6 +63,9 @@ def load_trained(workdir: str, config=None, step: int | None = None) -> Trained:
   if step is None:
     raise FileNotFoundError(f"no checkpoint under {ckpt.directory}; train first with "
                             f"python -m lrm_jax.main --workdir={workdir}.")
-  params = ckpt.restore_params(program.abstract.params, step)
+  if float(config.optimizer.get("ema_decay", 0.0)) > 0:
+    params = state_lib.eval_params(ckpt.restore(program.abstract, step=step))
+  else:
+    params = ckpt.restore_params(program.abstract.params, step)
   ckpt.close()
   return Trained(config, program, params, int(step))

@@ -3,7 +3,7 @@ shardings (assembled by :mod:`lrm_jax.train.setup`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import flax.struct
@@ -58,16 +58,61 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArg
   return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
 
 
+class EmaState(NamedTuple):
+  """State of :func:`ema_of_params`: updates seen and the averaged parameters."""
+  count: jax.Array  # [] int32
+  ema: Any  # like params
+
+
+def ema_of_params(decay: float) -> optax.GradientTransformationExtraArgs:
+  """An exponential moving average of the parameters, kept in the optimiser state.
+
+  Goes last in a chain: its ``update(updates, state, params)`` passes ``updates`` on
+  unchanged and averages the parameters they lead to, ``params + updates``, with the
+  decay warmed up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates (the early
+  parameters of a run are forgotten quickly). A skipped (non-finite) step leaves it as it is,
+  with the rest of the state. :func:`eval_params` reads it.
+  """
+  def init_fn(params):
+    return EmaState(count=jnp.zeros((), jnp.int32), ema=jax.tree.map(jnp.asarray, params))
+
+  def update_fn(updates, state, params=None, **unused_extra_args):
+    if params is None:
+      raise ValueError("ema_of_params needs the parameters: tx.update(grads, state, params).")
+    n = state.count.astype(jnp.float32)
+    d = jnp.minimum(decay, (1.0 + n) / (10.0 + n))
+    ema = jax.tree.map(lambda e, p, u: (d * e + (1.0 - d) * (p + u)).astype(e.dtype),
+                       state.ema, params, updates)
+    return updates, EmaState(count=state.count + 1, ema=ema)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def eval_params(state: "TrainState"):
+  """The parameters to evaluate and export: the moving average of :func:`ema_of_params`
+  when the optimiser keeps one (``optimizer.ema_decay > 0``), else ``state.params``."""
+  found = [node for node in jax.tree.leaves(state.opt_state,
+                                            is_leaf=lambda x: isinstance(x, EmaState))
+           if isinstance(node, EmaState)]
+  return found[0].ema if found else state.params
+
+
 def make_optimizer(config) -> optax.GradientTransformation:
-  """AdamW with warmup + cosine and global-norm clipping (values from REFERENCES.md).
+  """AdamW with warmup + cosine and global-norm clipping (values from REFERENCES.md), and
+  with ``optimizer.ema_decay > 0`` a moving average of the parameters (:func:`eval_params`).
 
   Its ``update`` takes an optional ``global_norm=`` (the gradients' norm, if known).
   """
   o = config.optimizer
-  return optax.chain(
-      clip_by_global_norm(o.clip_norm),
-      optax.adamw(make_schedule(config), b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
-                  mask=_decay_mask))
+  parts = [clip_by_global_norm(o.clip_norm),
+           optax.adamw(make_schedule(config), b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
+                       mask=_decay_mask)]
+  decay = float(o.get("ema_decay", 0.0))
+  if not 0.0 <= decay < 1.0:
+    raise ValueError(f"optimizer.ema_decay must be in [0, 1), got {decay}.")
+  if decay > 0:
+    parts.append(ema_of_params(decay))
+  return optax.chain(*parts)
 
 
 def init_variables(fam, model, config, rng):

@@ -22,6 +22,7 @@ from lrm_jax.train import evaluation
 from lrm_jax.train import losses
 from lrm_jax.train import run_state
 from lrm_jax.train import setup
+from lrm_jax.train import state as state_lib
 from lrm_jax.train.logger import MetricLogger, compile_stats
 
 
@@ -136,7 +137,7 @@ def _train(config, workdir: str, t_start: float, is_main: bool) -> dict:
         if step % config.eval_every == 0 or last:
           _check_and_log(logger, *pending, images_per_step)
           pending = None
-          result = evaluator.run(state.params, step)
+          result = evaluator.run(state_lib.eval_params(state), step)
           logger.write_eval(step, result)
         if step % config.checkpoint_every == 0 or last or stop_now:
           if pending is not None:
@@ -163,7 +164,7 @@ def _train(config, workdir: str, t_start: float, is_main: bool) -> dict:
         "preempted": bool(preempted),
     }
     if step == config.total_steps:
-      final = evaluator.last or evaluator.run(state.params, step)
+      final = evaluator.last or evaluator.run(state_lib.eval_params(state), step)
       summary["eval"] = {k: final[k] for k in ("psnr", "ssim", "lpips", "baseline_psnr",
                                               "baseline_background_psnr",
                                               "baseline_nearest_view_psnr", "num_scenes")}
