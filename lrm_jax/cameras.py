@@ -193,6 +193,15 @@ def crop_intrinsics(intrinsics: Array, top: Array | int, left: Array | int) -> A
   return intrinsics - offset
 
 
+def stride_intrinsics(intrinsics: Array, stride: int) -> Array:
+  """Intrinsics of every ``stride``-th pixel (rows and columns 0, s, 2s, ...): pixel ``i`` of
+  the strided image is pixel ``s i`` of the original, both read at their centres."""
+  xp = _xp(intrinsics)
+  s = float(stride)
+  fx, fy, cx, cy = (intrinsics[..., i] for i in range(4))
+  return xp.stack([fx / s, fy / s, (cx - 0.5) / s + 0.5, (cy - 0.5) / s + 0.5], axis=-1)
+
+
 def intrinsics_matrix(intrinsics: Array) -> Array:
   """``[..., 4]`` -> ``[..., 3, 3]`` K."""
   xp = _xp(intrinsics)

@@ -72,6 +72,7 @@ def data_config() -> ml_collections.ConfigDict:
   d.input_size = 64  # input views are resized to this
   d.target_size = 64  # target views are resized to this ...
   d.target_crop = 0  # ... then randomly cropped to this (0: no crop)
+  d.target_crop_stride = 1  # a crop takes every k-th row and column (rays spread out)
   d.target_crop_in_mask = False  # training crops centred inside the target mask's box
   d.background = (1.0, 1.0, 1.0)
   d.batch_size = 2  # global batch (examples); split over processes

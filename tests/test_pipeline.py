@@ -81,6 +81,32 @@ def test_batch_shapes_and_intrinsics_follow_crop():
   np.testing.assert_allclose(batch["inputs"]["intrinsics"][0, 0], [8, 8, 4, 4])
 
 
+def test_strided_crops_are_every_kth_pixel_with_the_same_rays():
+  """``data.target_crop_stride = 3``: a 5 x 5 crop is pixels ``(t + 3 i, l + 3 j)`` of a
+  16^2 view, and its cameras' rays are the full view's rays at exactly those pixels."""
+  src = ToySource()
+  batch = next(pipeline.make_iterator(toy_config(target_crop=5, target_crop_stride=3),
+                                      source=src))
+  assert batch["targets"]["images"].shape == (2, 3, 5, 5, 3)
+  for b in range(2):
+    ex = src[int(batch["scene_id"][b])]
+    for v in range(3):
+      crop = batch["targets"]["images"][b, v]
+      matches = [(vi, t, l) for vi in range(8) for t in range(4) for l in range(4)
+                 if np.array_equal(ex["images"][vi, t:t + 13:3, l:l + 13:3], crop)]
+      assert len(matches) == 1
+      vi, t, l = matches[0]
+      np.testing.assert_array_equal(batch["targets"]["depths"][b, v],
+                                    ex["depths"][vi, t:t + 13:3, l:l + 13:3])
+      full = cam.get_rays(ex["c2w"][vi], ex["intrinsics"][vi], 16, 16)
+      ours = cam.get_rays(batch["targets"]["c2w"][b, v], batch["targets"]["intrinsics"][b, v],
+                          5, 5)
+      for want, got in zip(full, ours):
+        np.testing.assert_allclose(got, want[t:t + 13:3, l:l + 13:3], atol=1e-5)
+  with pytest.raises(ValueError, match="target_crop_stride=4"):
+    next(pipeline.make_iterator(toy_config(target_crop=5, target_crop_stride=4), source=src))
+
+
 def test_views_are_distinct_per_example():
   batch = next(pipeline.make_iterator(toy_config(target_crop=0), source=ToySource()))
   c2w = np.concatenate([batch["inputs"]["c2w"], batch["targets"]["c2w"]], axis=1)

@@ -67,7 +67,8 @@ def sampler_from_config(data_config, fixed_views: bool = False,
                                         ordered=bool(d.get("eval_index", "")))
   return ViewSampler(*args, d.get("eval_protocol", ""),
                      tuple(d.get("eval_protocol_inputs", ())),
-                     bool(d.get("target_crop_in_mask", False)))
+                     bool(d.get("target_crop_in_mask", False)),
+                     int(d.get("target_crop_stride", 1)))
 
 
 def check_batch(batch: dict, spec: dict) -> None:

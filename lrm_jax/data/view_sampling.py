@@ -113,6 +113,9 @@ class ViewSampler:
   # Training crops centred inside the bounding box of the target's mask (pixelNeRF draws
   # its rays inside the object's box early in training); plain random crops without a mask.
   crop_in_mask: bool = False
+  # Crops of every crop_stride-th row and column: target_crop x target_crop rays spread
+  # over (target_crop - 1) * crop_stride + 1 pixels (1: a contiguous window).
+  crop_stride: int = 1
 
   def __call__(self, example: dict, rng: np.random.Generator) -> dict:
     v = example["images"].shape[0]
@@ -154,24 +157,29 @@ class ViewSampler:
     intr = cam.resize_intrinsics(ex["intrinsics"][idx], src_hw, (h, w))
     out = {"images": images, "masks": masks, "c2w": ex["c2w"][idx].astype(np.float32),
            "depths": np.stack([resize_depth(ex["depths"][i], (h, w)) for i in idx])}
-    if crop and crop < max(h, w):
-      if crop > min(h, w):
-        raise ValueError(f"data.target_crop={crop} does not fit in {w}x{h} (width x height) "
-                         "target views.")
-      tops = rng.integers(0, h - crop + 1, size=len(idx))
-      lefts = rng.integers(0, w - crop + 1, size=len(idx))
+    stride = max(int(self.crop_stride), 1)
+    span = (crop - 1) * stride + 1 if crop else 0  # pixels a crop covers along each axis
+    if crop and (stride > 1 or span < max(h, w)):
+      if span > min(h, w):
+        raise ValueError(f"data.target_crop={crop} at data.target_crop_stride={stride} "
+                         f"({span} pixels) does not fit in {w}x{h} (width x height) target "
+                         "views.")
+      tops = rng.integers(0, h - span + 1, size=len(idx))
+      lefts = rng.integers(0, w - span + 1, size=len(idx))
       if self.crop_in_mask and not self.fixed_views:
         for j, m in enumerate(out["masks"]):
           rows, cols = np.nonzero(m[..., 0] > 0.5)
           if rows.size:  # a centre inside the box, the window kept inside the image
             cy = rng.integers(rows.min(), rows.max() + 1)
             cx = rng.integers(cols.min(), cols.max() + 1)
-            tops[j] = np.clip(cy - crop // 2, 0, h - crop)
-            lefts[j] = np.clip(cx - crop // 2, 0, w - crop)
+            tops[j] = np.clip(cy - span // 2, 0, h - span)
+            lefts[j] = np.clip(cx - span // 2, 0, w - span)
       for key in ("images", "masks", "depths"):
-        out[key] = np.stack([a[t:t + crop, l:l + crop]
+        out[key] = np.stack([a[t:t + span:stride, l:l + span:stride]
                              for a, t, l in zip(out[key], tops, lefts)])
       intr = cam.crop_intrinsics(intr, tops.astype(np.float32), lefts.astype(np.float32))
+      if stride > 1:
+        intr = cam.stride_intrinsics(intr, stride)
     out["intrinsics"] = intr.astype(np.float32)
     for name in self.extra_fields:
       if name not in ex:
