@@ -30,9 +30,9 @@ def evaluate(workdir: str, split: str = "eval", overrides=()) -> dict:
   config_loading.apply_overrides(config, overrides)
   run = inference.load_trained(workdir, config)
   perceptual = losses.Perceptual.from_config(config)
-  ev = evaluation.Evaluator(config, run.model, run.program.mesh, run.program.rules, None,
+  ev = evaluation.Evaluator(config, run.model, run.program.mesh, run.program.rules, workdir,
                             perceptual, split=split, spec=run.family.batch_spec(config),
-                            extra_metrics=run.family.eval_metrics)
+                            extra_metrics=run.family.eval_metrics, grid_name=f"eval_{split}")
   result = ev.run(run.params, run.step)
   result.update(split=split, source=config.data.source, checkpoint_step=run.step)
   evaluation.write_eval_json(workdir, result)
@@ -55,7 +55,8 @@ def main(argv):
   print(f"{'metric':<{w}} | value\n{'-' * w}-|------")
   for k, v in rows:
     print(f"{k:<{w}} | {v}")
-  print(f"wrote {os.path.join(workdir, 'eval.json')}")
+  print(f"wrote {os.path.join(workdir, 'eval.json')} and "
+        f"{os.path.join(workdir, 'eval', f'eval_{flags.FLAGS.split}.png')}")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ def test_toy_family_evaluates_and_reconstructs(trained, tmp_path):
   result = evaluate.evaluate(workdir)
   assert result["psnr"] == pytest.approx(summary["eval"]["psnr"], abs=1e-4)
   assert os.path.isfile(os.path.join(workdir, "eval.json"))
+  assert os.path.isfile(os.path.join(workdir, "eval", "eval_eval.png"))
   out = str(tmp_path / "rec")
   paths = reconstruct.reconstruct(workdir, f"mesh:{COW}", out, frames=8)
   # Neither Gaussians nor a mesh field: only rendered (views and a turntable).

@@ -45,9 +45,10 @@ class Evaluator:
 
   def __init__(self, config, model, mesh, rules, workdir: str | None, perceptual=None,
                split: str = "eval", source=None, spec: dict | None = None,
-               extra_metrics=None):
+               extra_metrics=None, grid_name: str | None = None):
     self.config, self.model, self.mesh, self.rules = config, model, mesh, rules
     self.workdir = workdir
+    self.grid_name = grid_name  # workdir/eval/<grid_name>.png (None: step_XXXXXX.png)
     self.perceptual = perceptual
     self.split = split
     self.source = source
@@ -134,13 +135,15 @@ class Evaluator:
     return result
 
   def write_grid(self, local: dict, pred: np.ndarray, step: int) -> str:
-    """``eval/step_XXXXXX.png``: per scene, inputs | predictions | targets."""
+    """``eval/step_XXXXXX.png`` (or ``eval/<grid_name>.png``): per scene, inputs |
+    predictions | targets."""
     rows = []
     for b in range(min(4, pred.shape[0])):
       rows.append(list(local["inputs"]["images"][b]))
       rows.append(list(pred[b][:8]))  # protocols score every other view: show 8
       rows.append(list(local["targets"]["images"][b][:8]))
-    path = os.path.join(self.workdir, "eval", f"step_{step:06d}.png")
+    name = self.grid_name or f"step_{step:06d}"
+    path = os.path.join(self.workdir, "eval", f"{name}.png")
     return image_io.save_png(path, image_io.grid(rows))
 
 
