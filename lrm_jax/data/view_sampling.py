@@ -161,9 +161,10 @@ class ViewSampler:
     span = (crop - 1) * stride + 1 if crop else 0  # pixels a crop covers along each axis
     if crop and (stride > 1 or span < max(h, w)):
       if span > min(h, w):
-        raise ValueError(f"data.target_crop={crop} at data.target_crop_stride={stride} "
-                         f"({span} pixels) does not fit in {w}x{h} (width x height) target "
-                         "views.")
+        strided = (f" (at data.target_crop_stride={stride}: {span} pixels)"
+                   if stride > 1 else "")
+        raise ValueError(f"data.target_crop={crop}{strided} does not fit in {w}x{h} "
+                         "(width x height) target views.")
       tops = rng.integers(0, h - span + 1, size=len(idx))
       lefts = rng.integers(0, w - span + 1, size=len(idx))
       if self.crop_in_mask and not self.fixed_views:
