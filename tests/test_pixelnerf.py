@@ -301,3 +301,37 @@ def test_export_writes_a_mesh(tiny, tmp_path):
   field = type(field)(**{**field.__dict__, "threshold": 0.0})  # any surface of the init
   paths = export.export(rep, str(tmp_path), field)
   assert os.path.getsize(paths["mesh_obj"]) > 0 and os.path.getsize(paths["mesh_glb"]) > 0
+
+
+@pytest.fixture(scope="module")
+def trained_workdir(tmp_path_factory):
+  from lrm_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp("pixelnerf_run"))
+  config = load_config("configs/pixelnerf.py:tiny", SMALL + [
+      "total_steps=1", "eval_every=1000", "checkpoint_every=1", "data.num_eval_scenes=2",
+      "progress_bar=False"])
+  trainer.train_and_evaluate(config, workdir)
+  return workdir
+
+
+@pytest.mark.parametrize("layout", ["srn", "dvr", "dtu"])
+def test_reconstruct_reads_each_pixelnerf_layout(trained_workdir, layout, tmp_path):
+  """``reconstruct`` on a scene the project writes in SRN, DVR and DTU form: views,
+  turntable and mesh files."""
+  from lrm_jax import reconstruct  # pylint: disable=g-import-not-at-top
+  from lrm_jax.data import pixelnerf_formats as pf  # pylint: disable=g-import-not-at-top
+  v, s = 3, 32
+  c2w = np.asarray(cam.orbit_cameras(np.linspace(0, 360, v, endpoint=False), np.full(v, 20.0),
+                                     2.3), np.float32)
+  k = np.tile(np.asarray([40.0, 40.0, s / 2, s / 2], np.float32), (v, 1))
+  images = np.random.default_rng(0).uniform(0.2, 0.8, (v, s, s, 3)).astype(np.float32)
+  root = str(tmp_path / layout / "scene")
+  if layout == "srn":
+    pf.write_srn(root, images, c2w, k[0])
+  elif layout == "dvr":
+    pf.write_dvr(root, images, c2w, k, np.ones((v, s, s, 1), np.float32))
+  else:
+    pf.write_dtu(root, images, c2w, k, scale=2.0, offset=(0.3, -0.1, 0.2))
+  paths = reconstruct.reconstruct(trained_workdir, root, str(tmp_path / "out"), frames=4)
+  for key in ("views", "turntable", "mesh_obj", "mesh_glb"):
+    assert os.path.isfile(paths[key]), (key, paths)
