@@ -147,6 +147,46 @@ def compile_train_step(config, devices, perceptual=None, log: Callable = print):
   return program, compiled, time.perf_counter() - t0
 
 
+def compile_reconstruct_step(config, devices, perceptual=None, log: Callable = print):
+  """Like :func:`compile_train_step`, for the reconstruction network alone: the gradient
+  of a surrogate loss (the mean of every Gaussian attribute) of ``model.reconstruct`` with
+  respect to the parameters, sharded as the trainer shards them. No renderer, loss or
+  optimiser: it sizes the backbone when the whole step is too big to compile here.
+  """
+  del perceptual
+  from lrm_jax.train import setup
+  mesh = parallel.make_mesh(config.mesh, devices)
+  program = setup.build(config, mesh)
+  model = program.model
+
+  def backbone_grads(params, inputs):
+    def surrogate(p):
+      g = model.apply({"params": p}, inputs, True, method=model.reconstruct)
+      return sum(jnp.mean(x.astype(jnp.float32)) for x in jax.tree.leaves(g))
+    return jax.grad(surrogate)(params)
+
+  with program.mesh_context():
+    inputs = program.abstract_batch()["inputs"]
+    params = program.abstract.params
+    t0 = time.perf_counter()
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      program.flops = jaxpr_flops(jax.make_jaxpr(backbone_grads)(params, inputs).jaxpr)
+      param_shardings = jax.tree.map(lambda x: x.sharding, params)
+      lowered = parallel.jit(backbone_grads, in_shardings=(param_shardings, jax.tree.map(
+          lambda x: x.sharding, inputs)), out_shardings=param_shardings).lower(params, inputs)
+    log(f"lowered in {time.perf_counter() - t0:.1f} s; compiling ...")
+    try:
+      compiled = lowered.compile()
+    except Exception as e:  # pylint: disable=broad-except
+      if "RESOURCE_EXHAUSTED" in str(e):
+        raise DoesNotFit(str(e), program) from e
+      raise
+  return program, compiled, time.perf_counter() - t0
+
+
+PARTS = {"step": compile_train_step, "reconstruct": compile_reconstruct_step}
+
+
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 _SIZE = r"([\d.]+)([KMGT]?)B?"
 
@@ -222,7 +262,8 @@ def prepare_for_tpu(config) -> None:
     model.backend = "pallas"
 
 
-def report(config, topology: str, devices, perceptual=None, log: Callable = print) -> dict:
+def report(config, topology: str, devices, perceptual=None, log: Callable = print,
+           part: str = "step") -> dict:
   """Compiles ``config`` for ``topology`` and returns (and logs) the numbers.
 
   Per-device bytes: ``argument``, ``temp``, ``output``, ``alias`` (outputs sharing an
@@ -234,7 +275,7 @@ def report(config, topology: str, devices, perceptual=None, log: Callable = prin
   hbm = HBM_GIB[gen] * 2**30
   t0 = time.perf_counter()
   try:
-    program, compiled, secs = compile_train_step(config, devices, perceptual, log)
+    program, compiled, secs = PARTS[part](config, devices, perceptual, log)
     stats = analyse(compiled, len(devices))
     stats.update(fits=stats["peak_bytes"] <= hbm, compile_s=round(secs, 1))
   except DoesNotFit as e:
@@ -251,7 +292,9 @@ def report(config, topology: str, devices, perceptual=None, log: Callable = prin
       global_batch=int(config.data.batch_size), remat=model.get("remat_policy", "?"),
       dtype=model.get("dtype", "?"), hbm_bytes=hbm, flops=program.flops,
       min_step_s=program.flops / (len(devices) * PEAK_BF16_TFLOPS[gen] * 1e12))
-  log(f"{stats['config']} on {topology} ({len(devices)} chips, mesh {stats['mesh']}), "
+  stats["part"] = part
+  log(f"{stats['config']} {'' if part == 'step' else '[' + part + ' only] '}on {topology} "
+      f"({len(devices)} chips, mesh {stats['mesh']}), "
       f"global batch {stats['global_batch']}, remat {stats['remat']}, dtype {stats['dtype']}")
   log(f"  parameters:           {program.n_params:,}")
   if stats["fits"] or np.isfinite(stats["peak_bytes"]):
@@ -287,7 +330,7 @@ def main(argv):
   devices = topology_devices(f.topology, [int(x) for x in f.chips_per_host_bounds],
                              f.num_slices)
   perceptual = random_perceptual(config) if f.lpips else None
-  stats = report(config, f.topology, devices, perceptual)
+  stats = report(config, f.topology, devices, perceptual, part=f.part)
   if f.json_out:
     import json
     with open(f.json_out, "w") as out:
@@ -306,6 +349,9 @@ def _define_flags():
   flags.DEFINE_integer("num_slices", 1, "number of slices (multislice)")
   flags.DEFINE_bool("lpips", True, "include the LPIPS-VGG16 loss (random weights) when "
                     "config.loss.lpips > 0, as a real training run would")
+  flags.DEFINE_enum("part", "step", list(PARTS), "what to compile: the whole train step, "
+                    "or the reconstruction network's gradient alone (no renderer, loss or "
+                    "optimiser; for steps too big to compile on this host)")
   flags.DEFINE_bool("fail_if_not_fits", False, "exit 1 when the step does not fit in HBM")
   flags.DEFINE_string("json_out", "", "also write the numbers to this JSON file")
 

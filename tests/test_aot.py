@@ -64,6 +64,22 @@ def test_cpu_step_compiles_with_memory_and_flops():
   assert program.flops > 6 * program.n_params * config.data.batch_size
 
 
+def test_reconstruct_part_compiles_the_backbone_gradient_alone():
+  """``--part=reconstruct``: parameters in, parameter-shaped gradients out, the step's
+  matmul FLOPs (the renderer and the loss have none without LPIPS), smaller arguments (no
+  optimiser moments)."""
+  config = load_config("configs/long_lrm.py:micro")
+  quiet = lambda *_: None
+  step_program, step, _ = aot.compile_train_step(config, jax.devices()[:1], log=quiet)
+  program, part, _ = aot.compile_reconstruct_step(config, jax.devices()[:1], log=quiet)
+  grads = jax.tree.structure(program.abstract.params)
+  assert jax.tree.structure(part.out_info) == grads
+  for g, p in zip(jax.tree.leaves(part.out_info), jax.tree.leaves(program.abstract.params)):
+    assert g.shape == p.shape
+  assert 0 < program.flops == step_program.flops
+  assert aot.analyse(part, 1)["argument"] < aot.analyse(step, 1)["argument"]
+
+
 def test_jaxpr_flops_counts_scan_bodies_and_matmuls():
   import jax.numpy as jnp
   def f(w, x):  # 4 layers of [2, 8] x [8, 8], scanned

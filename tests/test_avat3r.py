@@ -1,6 +1,7 @@
 """Avat3r (models/avat3r.py): shapes, skips, mask gating, the expression's effect, the
 loss weights, AKD, the paper size and the batch spec's checks."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -213,3 +214,47 @@ def test_paper_step_compiles_for_tpu_v5e():
                          ["data.batch_size=4", "mesh.shape=(2,2,1)", "data.render_size=64",
                           "data.input_size=64", "data.target_size=64"], flags=["--nolpips"])
   assert _check_report(out, "{'data': 2, 'fsdp': 2, 'tensor': 1}") > 100e6
+
+
+def _numpy_field(p, positions, code, frequencies):
+  """The expression field in float64 numpy: Fourier features, two SiLU layers, linear."""
+  scales = np.pi * 2.0 ** np.arange(frequencies)
+  angles = (positions[..., None, :] * scales[:, None]).reshape(*positions.shape[:-1], -1)
+  h = np.concatenate([positions, np.sin(angles), np.cos(angles), code], -1)
+  silu = lambda x: x / (1.0 + np.exp(-x))
+  for name in ("fc1", "fc2"):
+    h = silu(h @ np.asarray(p[name]["kernel"], np.float64) + np.asarray(p[name]["bias"]))
+  return h @ np.asarray(p["out"]["kernel"], np.float64) + np.asarray(p["out"]["bias"])
+
+
+def test_expression_field_moves_each_view_from_its_own_code_to_the_target(micro):
+  config, _, model, batch, params = micro
+  params = nn.unbox(params)
+  inputs = dict(batch["inputs"])
+  # A field that does something (its last layer starts at zero).
+  field = dict(params["expression_field"])
+  field["out"] = {"kernel": 0.3 * jax.random.normal(jax.random.key(1),
+                                                    field["out"]["kernel"].shape),
+                  "bias": jnp.zeros_like(field["out"]["bias"])}
+  p = dict(params, expression_field=field)
+  change = model.apply({"params": p}, inputs, method=model.expression_change)
+  pos = np.asarray(inputs["positions"], np.float64)
+  own = np.asarray(inputs["expression"], np.float64)[:, :, None, None, :]
+  target = np.asarray(inputs["target_expression"], np.float64)[:, :, None, None, :]
+  shape = pos.shape[:-1] + own.shape[-1:]
+  want = (_numpy_field(field, pos, np.broadcast_to(target, shape), config.model.field_frequencies)
+          - _numpy_field(field, pos, np.broadcast_to(own, shape), config.model.field_frequencies))
+  np.testing.assert_allclose(change, want, atol=2e-5)
+  assert np.abs(want).max() > 1e-2
+  # A view already at the target expression is not moved: with every view's own code set to
+  # the target, the avatar is that of a model without the field.
+  same = dict(inputs, expression=inputs["target_expression"])
+  g = model.apply({"params": p}, same, method=model.reconstruct)
+  g0 = model.apply({"params": params}, same, method=model.reconstruct)
+  np.testing.assert_array_equal(np.asarray(g.means), np.asarray(g0.means))
+  # The field needs the views' own codes.
+  bad = load_config("configs/avat3r.py:micro", ["model.input_codes=False"])
+  fam = family.get(bad)
+  with pytest.raises(ConfigError, match="input_codes"):
+    fam.build(bad).init(jax.random.key(0), inputs, pipeline.batch_cameras(batch["targets"]),
+                        jnp.ones(3))

@@ -15,7 +15,11 @@ The avatar's expression is the ``target_expression`` input field (``[B, V, E]``,
 code for every view; the trainer's targets show that expression). Inputs may be at other
 expressions (their own codes are ``expression``): with ``input_codes`` (ours, not the
 paper's) each view's own code is embedded and added to its tokens, so the network knows
-what to undo. Avat3r has no public code; sizes follow REFERENCES.md where it gives them
+what to undo. With ``field_width`` > 0 (ours; needs ``input_codes``) an expression field
+(:class:`ExpressionField`, an MLP on Fourier features of a point's position and a code)
+adds ``field(p, target code) - field(p, the view's own code)`` to each pixel's raw offset,
+colour and opacity: a change that depends on where the point is on the head, zero for a
+view already at the target expression. Avat3r has no public code; sizes follow REFERENCES.md where it gives them
 (8 self- + 8 cross-attention layers, 4 expression tokens, 512^2 inputs); the position maps
 come from the data (exact for the synthetic heads; DUSt3R's in the paper); Sapiens features
 are not used.
@@ -68,6 +72,10 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   c.expression_dims = EXPRESSION_DIMS
   c.num_landmarks = NUM_LANDMARKS
   c.input_codes = variant in ("tiny", "micro")  # see the module docstring
+  # Ours (see the module docstring): an expression field over head-space positions; needs
+  # input_codes. 0 = off.
+  c.field_width = 64 if variant in ("tiny", "micro") else 0
+  c.field_frequencies = 4
   c.mlp_ratio = 4.0
   c.remat_policy = "none"
   c.scan = True
@@ -107,6 +115,26 @@ class ExpressionEncoder(nn.Module):
     h = nn.silu(dense(self.width, "fc1")(code))
     out = dense(self.num_tokens * self.width, "fc2")(h)
     return out.reshape(code.shape[0], self.num_tokens, self.width)
+
+
+class ExpressionField(nn.Module):
+  """``(positions [..., 3], code [..., E]) -> [..., 7]``: an offset 3, a colour-logit 3
+  and an opacity-logit 1 change at each point for that expression (an MLP on Fourier
+  features of the position and the code; the last layer starts at zero)."""
+
+  width: int
+  frequencies: int
+
+  @nn.compact
+  def __call__(self, positions: jax.Array, code: jax.Array) -> jax.Array:
+    scales = jnp.pi * 2.0 ** jnp.arange(self.frequencies, dtype=jnp.float32)  # [L]
+    angles = (positions[..., None, :] * scales[:, None]).reshape(*positions.shape[:-1], -1)
+    h = jnp.concatenate([positions, jnp.sin(angles), jnp.cos(angles), code], axis=-1)
+    dense = lambda n, name, init=layers.dense_init(): nn.Dense(
+        n, kernel_init=nn.with_logical_partitioning(init, (None, None)), name=name)
+    h = nn.silu(dense(self.width, "fc1")(h))
+    h = nn.silu(dense(self.width, "fc2")(h))
+    return dense(7, "out", nn.initializers.zeros)(h)
 
 
 class CrossAttentionBlock(nn.Module):
@@ -188,6 +216,11 @@ class Model(family.FamilyModel):
     self.expression_encoder = ExpressionEncoder(c.expression_tokens, c.width)
     if c.input_codes:
       self.input_code_encoder = ExpressionEncoder(1, c.width)
+    if c.get("field_width", 0):
+      if not c.input_codes:
+        raise ConfigError("model.field_width > 0 needs model.input_codes (the field moves "
+                          "each view's Gaussians from its own code to the target's).")
+      self.expression_field = ExpressionField(c.field_width, c.field_frequencies)
     self.transformer = ExpressionTransformer(c.depth, c.num_heads, c.mlp_ratio, c.remat_policy,
                                              c.scan, dtype, c.attention)
     self.up_proj, self.up_blocks = upsampler.make_upsampler(c, dtype, c.attention)
@@ -220,9 +253,26 @@ class Model(family.FamilyModel):
     feat, pixels = self.encode(inputs)
     feat = upsampler.upsample(self.up_proj, self.up_blocks, feat)
     feat = jnp.concatenate([feat, pixels], axis=-1)  # skip: each pixel's own channels
-    return {"offset": self.offset_head(feat), "rotation": self.rot_head(feat),
-            "scale": self.scale_head(feat), "opacity": self.opacity_head(feat),
-            "color": self.color_head(feat)}
+    raw = {"offset": self.offset_head(feat), "rotation": self.rot_head(feat),
+           "scale": self.scale_head(feat), "opacity": self.opacity_head(feat),
+           "color": self.color_head(feat)}
+    if self.config.get("field_width", 0):
+      change = self.expression_change(inputs)  # [B, V, H, W, 7]
+      raw["offset"] = raw["offset"] + change[..., :3]
+      raw["color"] = raw["color"] + change[..., 3:6]
+      raw["opacity"] = raw["opacity"] + change[..., 6:]
+    return raw
+
+  def expression_change(self, inputs: dict) -> jax.Array:
+    """``[B, V, H, W, 7]``: the expression field at each pixel's position under the target
+    code minus the same under the view's own code (0 when they are equal)."""
+    pos = inputs["positions"]  # [B, V, H, W, 3]
+    b, v, h, w, _ = pos.shape
+    code_at = lambda codes: jnp.broadcast_to(codes[:, :, None, None, :],
+                                             (b, v, h, w, codes.shape[-1]))
+    target = self.expression_field(pos, code_at(inputs["target_expression"]))
+    own = self.expression_field(pos, code_at(inputs["expression"]))
+    return target - own
 
   def reconstruct(self, inputs: dict, train: bool = False) -> gs.Gaussians:
     """Inputs -> ``Gaussians`` ``[B, V*H*W]`` in (view, row, column) order, at the
