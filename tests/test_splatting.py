@@ -584,3 +584,18 @@ def test_sorted_segment_sum_matches_segment_sum(scene, host_sort):
   rows = jax.jit(functools.partial(segments.sorted_segment_sum, num_segments=g.num, axis=0,
                                    host_sort=host_sort, num_rows=used))(values.T, ids)
   np.testing.assert_array_equal(rows, out.T)
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_host_callbacks_only_with_two_usable_cpus(monkeypatch, cpus):
+  """On one usable CPU (``taskset -c 0``, a 1-vCPU container) a host callback waits for
+  XLA:CPU's only worker thread, which waits for it: both host shortcuts (the binning sorts
+  and the segment sum) must then stay in XLA."""
+  monkeypatch.setattr(segments, "_usable_cpus", lambda: cpus)
+  ids, values = jnp.arange(8) % 3, jnp.ones((2, 8))
+  jaxprs = [
+      jax.make_jaxpr(functools.partial(segments.sorted_segment_sum, num_segments=3,
+                                       host_sort=True))(values, ids),
+      jax.make_jaxpr(functools.partial(segments.stable_argsort, host_sort=True))(ids)]
+  for jaxpr in jaxprs:
+    assert ("pure_callback" in str(jaxpr)) == (cpus >= 2 and jax.device_count() == 1)

@@ -39,6 +39,14 @@ def _usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def host_work_allowed(enabled: bool = True) -> bool:
+  """Whether a host-callback shortcut may run: asked for, one JAX device (a callback runs
+  on one device), and at least two usable CPUs. On one CPU the callback waits for
+  XLA:CPU's only worker thread, which waits for the callback: the step hangs (seen with
+  ``taskset -c 0``)."""
+  return enabled and jax.device_count() == 1 and _usable_cpus() >= 2
+
+
 def sort_on_cpu_host(keys, numpy_fn, xla_fn, enabled: bool = True):
   """``xla_fn(keys)`` (a sort or argsort of integer ``keys`` along the last axis), which on
   the CPU backend runs as ``numpy_fn`` on the host (``jax.pure_callback``) if ``enabled``.
@@ -48,12 +56,12 @@ def sort_on_cpu_host(keys, numpy_fn, xla_fn, enabled: bool = True):
   Both give the same order (sorts of integers; the argsorts stable), so the results are
   identical.
 
-  XLA's sort is used on accelerators, when not ``enabled``, and whenever JAX sees more
-  than one device: a callback runs on one device, so SPMD would gather every shard's keys
-  to it. JAX also leaves programs with host callbacks out of its persistent compilation
-  cache.
+  XLA's sort is used on accelerators, when not ``enabled``, and where
+  :func:`host_work_allowed` says no: with more than one device (a callback runs on one
+  device, so SPMD would gather every shard's keys to it) or one usable CPU. JAX also
+  leaves programs with host callbacks out of its persistent compilation cache.
   """
-  if not enabled or jax.device_count() > 1 or _usable_cpus() < 2:
+  if not host_work_allowed(enabled):
     return xla_fn(keys)
   out = jax.eval_shape(xla_fn, keys)
   host = lambda k: numpy_fn(np.asarray(k))
@@ -143,8 +151,8 @@ def sorted_segment_sum(values, segment_ids, num_segments: int, *, axis: int = -1
     axis: the row axis of ``values``.
     host_sort: on a single CPU device, the whole reduction runs in NumPy on the host
       (stable argsort + ``np.add.reduceat``: a sequential sum per segment, several times
-      faster than XLA:CPU's sort and scan); elsewhere, and without it, XLA's sort and
-      segmented scan. Each path is deterministic; they differ by float32 rounding.
+      faster than XLA:CPU's sort and scan); elsewhere (:func:`host_work_allowed`), and
+      without it, XLA's sort and segmented scan. Each path is deterministic; they differ by float32 rounding.
     num_rows: optional ``[]`` int: rows from this one on are dropped (the host path
       then sorts only the rows before it: a static buffer's used part).
   Returns:
@@ -162,7 +170,7 @@ def sorted_segment_sum(values, segment_ids, num_segments: int, *, axis: int = -1
     out = _sum_sorted_xla(jnp.moveaxis(values, axis, -1), ids, n)
     return jnp.moveaxis(out, -1, axis)
 
-  if not host_sort or jax.device_count() > 1:
+  if not host_work_allowed(host_sort):
     return xla_fn(values, ids)
   shape = jax.eval_shape(xla_fn, values, ids)
   host = lambda v, i, r: _sum_sorted_numpy(np.asarray(v), np.asarray(i), r, n, axis)
