@@ -74,8 +74,10 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   c.input_codes = variant in ("tiny", "micro")  # see the module docstring
   # Ours (see the module docstring): an expression field over head-space positions; needs
   # input_codes. 0 = off.
-  c.field_width = 64 if variant in ("tiny", "micro") else 0
-  c.field_frequencies = 4
+  # (tiny, 900 steps: expression gain 0.59 dB without it, 0.63 at width 64 with 4
+  # frequencies, 0.77 at 128 with 6; README "Avat3r".)
+  c.field_width = {"micro": 32, "tiny": 128}.get(variant, 0)
+  c.field_frequencies = 6
   c.mlp_ratio = 4.0
   c.remat_policy = "none"
   c.scan = True
