@@ -120,31 +120,37 @@ def jaxpr_flops(jaxpr, scan_length: bool = True) -> float:
   return float(total)
 
 
+def _lower_and_compile(program, fn, jitted, args, log: Callable):
+  """Counts ``fn``'s FLOPs, lowers ``jitted`` on ``args`` and compiles it (under the
+  program's mesh context). Returns ``(program, compiled, seconds)``; raises
+  :class:`DoesNotFit` when the compiler runs out of HBM."""
+  t0 = time.perf_counter()
+  # Pallas TPU lowering asks "the current device" for its chip; on a CPU host the
+  # abstract mesh of the (TPU) mesh answers instead.
+  with jax.sharding.use_abstract_mesh(program.mesh.abstract_mesh):
+    program.flops = jaxpr_flops(jax.make_jaxpr(fn)(*args).jaxpr)
+    lowered = jitted.lower(*args)
+  log(f"lowered in {time.perf_counter() - t0:.1f} s; compiling ...")
+  try:
+    compiled = lowered.compile()
+  except Exception as e:  # pylint: disable=broad-except
+    if "RESOURCE_EXHAUSTED" in str(e):
+      raise DoesNotFit(str(e), program) from e
+    raise
+  return program, compiled, time.perf_counter() - t0
+
+
 def compile_train_step(config, devices, perceptual=None, log: Callable = print):
   """Lowers and compiles the trainer's step of ``config`` for ``devices``.
 
   Returns ``(program, compiled, seconds)``; nothing is allocated on the devices.
   """
   from lrm_jax.train import setup
-  mesh = parallel.make_mesh(config.mesh, devices)
-  program = setup.build(config, mesh, perceptual)
+  program = setup.build(config, parallel.make_mesh(config.mesh, devices), perceptual)
   with program.mesh_context():
     batch = program.abstract_batch()
-    t0 = time.perf_counter()
-    # Pallas TPU lowering asks "the current device" for its chip; on a CPU host the
-    # abstract mesh of the (TPU) mesh answers instead.
-    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-      program.flops = jaxpr_flops(
-          jax.make_jaxpr(program.step_fn)(program.abstract, batch).jaxpr)
-      lowered = program.jit_step(batch).lower(program.abstract, batch)
-    log(f"lowered in {time.perf_counter() - t0:.1f} s; compiling ...")
-    try:
-      compiled = lowered.compile()
-    except Exception as e:  # pylint: disable=broad-except
-      if "RESOURCE_EXHAUSTED" in str(e):
-        raise DoesNotFit(str(e), program) from e
-      raise
-  return program, compiled, time.perf_counter() - t0
+    return _lower_and_compile(program, program.step_fn, program.jit_step(batch),
+                              (program.abstract, batch), log)
 
 
 def compile_reconstruct_step(config, devices, perceptual=None, log: Callable = print):
@@ -155,8 +161,7 @@ def compile_reconstruct_step(config, devices, perceptual=None, log: Callable = p
   """
   del perceptual
   from lrm_jax.train import setup
-  mesh = parallel.make_mesh(config.mesh, devices)
-  program = setup.build(config, mesh)
+  program = setup.build(config, parallel.make_mesh(config.mesh, devices))
   model = program.model
 
   def backbone_grads(params, inputs):
@@ -166,22 +171,11 @@ def compile_reconstruct_step(config, devices, perceptual=None, log: Callable = p
     return jax.grad(surrogate)(params)
 
   with program.mesh_context():
-    inputs = program.abstract_batch()["inputs"]
-    params = program.abstract.params
-    t0 = time.perf_counter()
-    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-      program.flops = jaxpr_flops(jax.make_jaxpr(backbone_grads)(params, inputs).jaxpr)
-      param_shardings = jax.tree.map(lambda x: x.sharding, params)
-      lowered = parallel.jit(backbone_grads, in_shardings=(param_shardings, jax.tree.map(
-          lambda x: x.sharding, inputs)), out_shardings=param_shardings).lower(params, inputs)
-    log(f"lowered in {time.perf_counter() - t0:.1f} s; compiling ...")
-    try:
-      compiled = lowered.compile()
-    except Exception as e:  # pylint: disable=broad-except
-      if "RESOURCE_EXHAUSTED" in str(e):
-        raise DoesNotFit(str(e), program) from e
-      raise
-  return program, compiled, time.perf_counter() - t0
+    args = (program.abstract.params, program.abstract_batch()["inputs"])
+    shardings = jax.tree.map(lambda x: x.sharding, args)
+    jitted = parallel.jit(backbone_grads, in_shardings=shardings,
+                          out_shardings=shardings[0])
+    return _lower_and_compile(program, backbone_grads, jitted, args, log)
 
 
 PARTS = {"step": compile_train_step, "reconstruct": compile_reconstruct_step}
