@@ -21,8 +21,8 @@ adds ``field(p, target code) - field(p, the view's own code)`` to each pixel's r
 colour and opacity: a change that depends on where the point is on the head, zero for a
 view already at the target expression. Avat3r has no public code; sizes follow
 REFERENCES.md where it gives them (8 self- + 8 cross-attention layers, 4 expression tokens,
-512^2 inputs); the position maps come from the data (exact for the synthetic heads; DUSt3R's in the paper); Sapiens features
-are not used.
+512^2 inputs); the position maps come from the data (exact for the synthetic heads;
+DUSt3R's in the paper); Sapiens features are not used.
 """
 
 from __future__ import annotations

@@ -152,7 +152,8 @@ def sorted_segment_sum(values, segment_ids, num_segments: int, *, axis: int = -1
     host_sort: on a single CPU device, the whole reduction runs in NumPy on the host
       (stable argsort + ``np.add.reduceat``: a sequential sum per segment, several times
       faster than XLA:CPU's sort and scan); elsewhere (:func:`host_work_allowed`), and
-      without it, XLA's sort and segmented scan. Each path is deterministic; they differ by float32 rounding.
+      without it, XLA's sort and segmented scan. Each path is deterministic; they differ
+      by float32 rounding.
     num_rows: optional ``[]`` int: rows from this one on are dropped (the host path
       then sorts only the rows before it: a static buffer's used part).
   Returns:
