@@ -5,8 +5,10 @@
 ``--input``: one subject in the head-folder layout (:mod:`lrm_jax.data.head_folder`): its
 first 4 views (at any frames) are the inputs. ``--expressions``: a ``.npy`` ``[T, E]`` or a
 JSON list of ``T`` codes of the model's ``E`` numbers. Writes ``OUT/animation.mp4`` (the first
-input camera, or with ``--orbit`` a yaw sweep around the head), ``OUT/frames/%04d.png`` and
-``OUT/avatar_neutral.ply`` (the Gaussians at the all-zero code).
+input camera, or with ``--orbit`` a yaw sweep around the head), ``OUT/frames/%04d.png``,
+``OUT/strip.png`` (at most :data:`STRIP_FRAMES` frames, evenly spaced, side by side, each
+scaled up to at least 128 pixels) and ``OUT/avatar_neutral.ply`` (the Gaussians at the
+all-zero code).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from lrm_jax.io import images as image_io
 from lrm_jax.io import ply
 from lrm_jax.io import video
 from lrm_jax.train import inference
+
+STRIP_FRAMES = 8
 
 
 def _define_flags():
@@ -58,6 +62,19 @@ def read_expressions(path: str, dims: int) -> np.ndarray:
     raise ValueError(f"--expressions: {path} holds shape {list(codes.shape)}; the model "
                      f"needs [T, {dims}] (T >= 1 codes of {dims} numbers).")
   return codes
+
+
+def frame_strip(frames: np.ndarray, max_frames: int = STRIP_FRAMES,
+                min_size: int = 128) -> np.ndarray:
+  """``[T, H, W, 3] -> [H * s + 4, n * (W * s + 2) + 2, 3]``: ``n = min(T, max_frames)``
+  frames evenly spaced from the first to the last, side by side (:func:`images.grid`, 2
+  pixels apart), each scaled up by the integer ``s`` that brings its height to at least
+  ``min_size`` (nearest neighbour)."""
+  t, h = frames.shape[:2]
+  picks = np.unique(np.round(np.linspace(0, t - 1, min(t, max_frames))).astype(int))
+  s = max(1, -(-min_size // h))
+  big = np.repeat(np.repeat(frames[picks], s, axis=1), s, axis=2)  # [n, H*s, W*s, 3]
+  return image_io.grid([list(big)])
 
 
 def load_inputs(subject_dir: str, config) -> dict:
@@ -111,11 +128,13 @@ def animate(workdir: str, input_dir: str, expressions: str, out: str, orbit: boo
     rgb = np.clip(np.asarray(rgb), 0.0, 1.0)
     frames.append(rgb)
     image_io.save_png(os.path.join(out, "frames", f"{i:04d}.png"), rgb)
+  strip_path = os.path.join(out, "strip.png")
+  image_io.save_png(strip_path, frame_strip(np.stack(frames)))
   _, neutral = frame(run.params, inputs, np.zeros(dims, np.float32), c2w[0], k[0])
   ply_path = ply.save_ply(os.path.join(out, "avatar_neutral.ply"), export.first_scene(neutral))
   vid = video.write_video(os.path.join(out, "animation.mp4"),
                           [image_io.to_uint8(f) for f in frames], fps=fps)
-  return {"video": vid, "ply": ply_path, "frames": np.stack(frames)}
+  return {"video": vid, "ply": ply_path, "strip": strip_path, "frames": np.stack(frames)}
 
 
 def main(argv):
@@ -125,7 +144,8 @@ def main(argv):
       raise app.UsageError(f"--{name} is required (python -m lrm_jax.animate --help).")
   res = animate(flags.FLAGS.workdir, flags.FLAGS.input, flags.FLAGS.expressions,
                 flags.FLAGS.out, flags.FLAGS.orbit, flags.FLAGS.fps)
-  print(f"wrote {res['video']}, {res['ply']} and {len(res['frames'])} frames.")
+  print(f"wrote {res['video']}, {res['strip']}, {res['ply']} and {len(res['frames'])} "
+        "frames.")
 
 
 if __name__ == "__main__":

@@ -198,6 +198,10 @@ def test_animate_writes_video_frames_and_ply_and_rejects_bad_codes(tmp_path):
   assert res["frames"].shape == (3, 16, 16, 3)
   assert sorted(os.listdir(os.path.join(out, "frames"))) == ["0000.png", "0001.png", "0002.png"]
   assert os.path.getsize(res["ply"]) > 0 and os.path.exists(res["video"])
+  from lrm_jax.io import images as image_io
+  strip, _ = image_io.read_image(res["strip"])  # 3 frames of 16^2, scaled 8x, 2 px apart
+  assert strip.shape[:2] == (2 + 128 + 2, 2 + 3 * (128 + 2))
+  np.testing.assert_allclose(strip[2:130:8, 262:390:8], res["frames"][2], atol=1 / 255)
   assert not np.allclose(res["frames"][0], res["frames"][2])  # the code drives the avatar
   (tmp_path / "bad.json").write_text("[[1, 2, 3]]")
   with pytest.raises(ValueError, match=r"needs \[T, 8\]"):
