@@ -248,8 +248,25 @@ def test_expression_field_moves_each_view_from_its_own_code_to_the_target(micro)
   shape = pos.shape[:-1] + own.shape[-1:]
   want = (_numpy_field(field, pos, np.broadcast_to(target, shape), config.model.field_frequencies)
           - _numpy_field(field, pos, np.broadcast_to(own, shape), config.model.field_frequencies))
-  np.testing.assert_allclose(change, want, atol=2e-5)
   assert np.abs(want).max() > 1e-2
+  # Evaluated at the field_fraction share of pixels of highest mask (micro: 0.5): exact on
+  # the mask (which covers less than that share here), 0 at the pixels left out.
+  mask = np.asarray(inputs["masks"])[..., 0] > 0  # [B, V, H, W]
+  k = avat3r.field_points(config.model, mask[0].size)
+  assert k < mask[0].size and mask.reshape(len(mask), -1).sum(-1).max() <= k
+  change = np.asarray(change)
+  np.testing.assert_allclose(change[mask], want[mask], atol=2e-5)
+  evaluated = np.any(change != 0, axis=-1)
+  assert evaluated.reshape(len(mask), -1).sum(-1).max() <= k
+  np.testing.assert_allclose(change[evaluated], want[evaluated], atol=2e-5)
+  # field_fraction = 1: every pixel.
+  full = family.get(config).build(load_config("configs/avat3r.py:micro",
+                                              ["model.field_fraction=1.0"]))
+  np.testing.assert_allclose(full.apply({"params": p}, inputs, method=full.expression_change),
+                             want, atol=2e-5)
+  with pytest.raises(ConfigError, match="field_fraction"):
+    avat3r.field_points(load_config("configs/avat3r.py:micro",
+                                    ["model.field_fraction=0.0"]).model, 10)
   # A view already at the target expression is not moved: with every view's own code set to
   # the target, the avatar is that of a model without the field.
   same = dict(inputs, expression=inputs["target_expression"])

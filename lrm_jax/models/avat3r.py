@@ -19,13 +19,16 @@ what to undo. With ``field_width`` > 0 (ours; needs ``input_codes``) an expressi
 (:class:`ExpressionField`, an MLP on Fourier features of a point's position and a code)
 adds ``field(p, target code) - field(p, the view's own code)`` to each pixel's raw offset,
 colour and opacity: a change that depends on where the point is on the head, zero for a
-view already at the target expression. Avat3r has no public code; sizes follow
+view already at the target expression (evaluated only at the ``field_fraction`` share of
+pixels of highest mask: off the mask the Gaussians are transparent). Avat3r has no public code; sizes follow
 REFERENCES.md where it gives them (8 self- + 8 cross-attention layers, 4 expression tokens,
 512^2 inputs); the position maps come from the data (exact for the synthetic heads;
 DUSt3R's in the paper); Sapiens features are not used.
 """
 
 from __future__ import annotations
+
+import math
 
 import flax.linen as nn
 import jax
@@ -75,9 +78,12 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   # Ours (see the module docstring): an expression field over head-space positions; needs
   # input_codes. 0 = off.
   # (tiny, 900 steps: expression gain 0.59 dB without it, 0.63 at width 64 with 4
-  # frequencies, 0.77 at 128 with 6; README "Avat3r".)
-  c.field_width = {"micro": 32, "tiny": 128}.get(variant, 0)
+  # frequencies, 0.77 at 128 with 6, 1.15 at 256 with 6; README "Avat3r".)
+  c.field_width = {"micro": 32, "tiny": 256}.get(variant, 0)
   c.field_frequencies = 6
+  # The share of input pixels (highest mask first) the field is evaluated at; 1 = all
+  # (Model.expression_change).
+  c.field_fraction = {"micro": 0.5, "tiny": 0.45}.get(variant, 1.0)
   c.mlp_ratio = 4.0
   c.remat_policy = "none"
   c.scan = True
@@ -267,14 +273,32 @@ class Model(family.FamilyModel):
 
   def expression_change(self, inputs: dict) -> jax.Array:
     """``[B, V, H, W, 7]``: the expression field at each pixel's position under the target
-    code minus the same under the view's own code (0 when they are equal)."""
+    code minus the same under the view's own code (0 when they are equal).
+
+    With ``field_fraction`` < 1 the field is evaluated at the ``ceil(field_fraction * N)``
+    pixels of highest input mask (of ``N = V*H*W``) and the change is 0 at the others: off
+    the mask a Gaussian is transparent whatever the field says, so this is exact while the
+    head covers at most that share of the input pixels (the synthetic heads cover <= 0.37).
+    """
     pos = inputs["positions"]  # [B, V, H, W, 3]
     b, v, h, w, _ = pos.shape
-    code_at = lambda codes: jnp.broadcast_to(codes[:, :, None, None, :],
-                                             (b, v, h, w, codes.shape[-1]))
-    target = self.expression_field(pos, code_at(inputs["target_expression"]))
-    own = self.expression_field(pos, code_at(inputs["expression"]))
-    return target - own
+    n = v * h * w
+    per_pixel = lambda codes: jnp.repeat(codes, h * w, axis=1)  # [B, V, E] -> [B, N, E]
+    pos, target, own = pos.reshape(b, n, 3), per_pixel(inputs["target_expression"]), \
+        per_pixel(inputs["expression"])
+    k = field_points(self.config, n)
+    if k < n:
+      _, idx = jax.lax.top_k(inputs["masks"].reshape(b, n), k)  # [B, K]
+      take = lambda x: jnp.take_along_axis(x, idx[..., None], axis=1)
+      pos, target, own = take(pos), take(target), take(own)
+    # Both codes in one call: [B, 2K, 7].
+    both = self.expression_field(jnp.concatenate([pos, pos], axis=1),
+                                 jnp.concatenate([target, own], axis=1))
+    change = both[:, :k] - both[:, k:]  # [B, K, 7]
+    if k < n:
+      change = jnp.zeros((b, n, change.shape[-1]), change.dtype).at[
+          jnp.arange(b)[:, None], idx].set(change)
+    return change.reshape(b, v, h, w, -1)
 
   def reconstruct(self, inputs: dict, train: bool = False) -> gs.Gaussians:
     """Inputs -> ``Gaussians`` ``[B, V*H*W]`` in (view, row, column) order, at the
@@ -304,6 +328,15 @@ class Model(family.FamilyModel):
   def __call__(self, inputs: dict, cameras: cam.Cameras, background, train: bool = False):
     g = self.reconstruct(inputs, train)
     return self.render(self.splat_subset(g), cameras, background, train), g
+
+
+def field_points(config, num_pixels: int) -> int:
+  """How many of ``num_pixels`` input pixels the expression field is evaluated at
+  (``model.field_fraction``, 1 = all)."""
+  fraction = float(config.get("field_fraction", 1.0))
+  if not 0.0 < fraction <= 1.0:
+    raise ConfigError(f"model.field_fraction must be in (0, 1], got {fraction}.")
+  return min(num_pixels, max(1, math.ceil(fraction * num_pixels)))
 
 
 def _logit(p):
