@@ -1,8 +1,10 @@
 """README's Avat3r frame strip: per held-out head (the synthetic heads' test split), its 4
 input views, then ``python -m lrm_jax.animate``'s frames at jaw 0, 0.25, ..., 1 (the other
-coefficients 0, the first input's camera) above the true renders at the same codes.
+coefficients 0; a frontal camera, ``--yaw`` degrees from the face, pitch 5) above the true
+renders at the same codes.
 
-  python docs/avat3r_strip.py --workdir=W [--heads=2] [--out=docs/images/avat3r_animate.png]
+  python docs/avat3r_strip.py --workdir=W [--heads=2] [--yaw=15]
+      [--out=docs/images/avat3r_animate.png]
 
 Also prints the mean brightness of the mouth (a 5x5 pixel box at the midpoint of the true
 lips' landmarks in that camera) per frame, predicted and true.
@@ -38,6 +40,7 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--workdir", required=True, help="a trained Avat3r run")
   p.add_argument("--heads", type=int, default=2)
+  p.add_argument("--yaw", type=float, default=15.0)
   p.add_argument("--out", default="docs/images/avat3r_animate.png")
   args = p.parse_args()
   config = inference.load_run_config(args.workdir)
@@ -55,9 +58,9 @@ def main():
     for i in range(args.heads):
       sub = head_folder.write_example(src[i], os.path.join(tmp, "in"), f"head_{i}")
       res = animate.animate(args.workdir, sub, os.path.join(tmp, "codes.npy"),
-                            os.path.join(tmp, f"out_{i}"))
-      inputs = animate.load_inputs(sub, config)  # the views and camera animate used
-      c2w, k = inputs["c2w"][0, :1], inputs["intrinsics"][0, :1]
+                            os.path.join(tmp, f"out_{i}"), yaw=args.yaw)
+      inputs = animate.load_inputs(sub, config)  # the input views animate used
+      c2w, k = res["c2w"][:1], res["intrinsics"][:1]
       truth = []
       for code in codes:
         rgb, _, _, _, lm = heads.render_head(heads.build_head(src.identity(i), code), c2w, k,

@@ -1,11 +1,13 @@
 """Animate an Avat3r avatar: 4 posed head images + a sequence of expression codes -> video.
 
-  python -m lrm_jax.animate --workdir=W --input=DIR --expressions=FILE --out=OUT [--orbit]
+  python -m lrm_jax.animate --workdir=W --input=DIR --expressions=FILE --out=OUT
+      [--orbit | --yaw=DEG]
 
 ``--input``: one subject in the head-folder layout (:mod:`lrm_jax.data.head_folder`): its
 first 4 views (at any frames) are the inputs. ``--expressions``: a ``.npy`` ``[T, E]`` or a
 JSON list of ``T`` codes of the model's ``E`` numbers. Writes ``OUT/animation.mp4`` (the first
-input camera, or with ``--orbit`` a yaw sweep around the head), ``OUT/frames/%04d.png``,
+input camera; with ``--orbit`` a yaw sweep around the head; with ``--yaw`` one camera at that
+yaw), ``OUT/frames/%04d.png``,
 ``OUT/strip.png`` (at most :data:`STRIP_FRAMES` frames, evenly spaced, side by side, each
 scaled up to at least 128 pixels) and ``OUT/avatar_neutral.ply`` (the Gaussians at the
 all-zero code).
@@ -41,6 +43,9 @@ def _define_flags():
   flags.DEFINE_string("expressions", None, ".npy [T, E] or JSON list of T expression codes.")
   flags.DEFINE_string("out", None, "Output folder.")
   flags.DEFINE_bool("orbit", False, "Sweep the camera in yaw (+-40 degrees) while animating.")
+  flags.DEFINE_float("yaw", None, "One camera at this yaw (degrees about world z from the "
+                     "face direction +x, pitch 5, the first input's distance) instead of the "
+                     "first input's camera.")
   flags.DEFINE_integer("fps", 12, "Video frame rate.")
 
 
@@ -91,8 +96,11 @@ def load_inputs(subject_dir: str, config) -> dict:
 
 
 def animate(workdir: str, input_dir: str, expressions: str, out: str, orbit: bool = False,
-            fps: int = 12) -> dict:
-  """Renders the animation; returns the paths written and the frames ``[T, H, W, 3]``."""
+            fps: int = 12, yaw: float | None = None) -> dict:
+  """Renders the animation; returns the paths written, the frames ``[T, H, W, 3]`` and
+  their cameras (``c2w [T, 4, 4]``, ``intrinsics [T, 4]``)."""
+  if orbit and yaw is not None:
+    raise ValueError("animate: --orbit and --yaw exclude each other.")
   run = inference.load_trained(workdir)
   if run.config.model_name != "avat3r":
     raise ValueError(f"--workdir={workdir} is a {run.config.model_name!r} run; animate needs "
@@ -106,8 +114,11 @@ def animate(workdir: str, input_dir: str, expressions: str, out: str, orbit: boo
   radius = float(np.linalg.norm(c2w0[:3, 3]))
   t = len(codes)
   if orbit:
-    yaw = 40.0 * np.sin(np.linspace(0, 2 * np.pi, t, endpoint=False))
-    c2w = cameras.orbit_cameras(yaw, np.full(t, 5.0), radius).astype(np.float32)
+    sweep = 40.0 * np.sin(np.linspace(0, 2 * np.pi, t, endpoint=False))
+    c2w = cameras.orbit_cameras(sweep, np.full(t, 5.0), radius).astype(np.float32)
+  elif yaw is not None:
+    c2w = cameras.orbit_cameras(np.full(t, float(yaw)), np.full(t, 5.0),
+                                radius).astype(np.float32)
   else:
     c2w = np.broadcast_to(c2w0, (t, 4, 4)).astype(np.float32)
   k = np.broadcast_to(inputs["intrinsics"][0, 0], (t, 4)).astype(np.float32)
@@ -134,7 +145,8 @@ def animate(workdir: str, input_dir: str, expressions: str, out: str, orbit: boo
   ply_path = ply.save_ply(os.path.join(out, "avatar_neutral.ply"), export.first_scene(neutral))
   vid = video.write_video(os.path.join(out, "animation.mp4"),
                           [image_io.to_uint8(f) for f in frames], fps=fps)
-  return {"video": vid, "ply": ply_path, "strip": strip_path, "frames": np.stack(frames)}
+  return {"video": vid, "ply": ply_path, "strip": strip_path, "frames": np.stack(frames),
+          "c2w": c2w, "intrinsics": k}
 
 
 def main(argv):
@@ -143,7 +155,7 @@ def main(argv):
     if not getattr(flags.FLAGS, name):
       raise app.UsageError(f"--{name} is required (python -m lrm_jax.animate --help).")
   res = animate(flags.FLAGS.workdir, flags.FLAGS.input, flags.FLAGS.expressions,
-                flags.FLAGS.out, flags.FLAGS.orbit, flags.FLAGS.fps)
+                flags.FLAGS.out, flags.FLAGS.orbit, flags.FLAGS.fps, flags.FLAGS.yaw)
   print(f"wrote {res['video']}, {res['strip']}, {res['ply']} and {len(res['frames'])} "
         "frames.")
 

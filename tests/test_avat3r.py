@@ -203,6 +203,10 @@ def test_animate_writes_video_frames_and_ply_and_rejects_bad_codes(tmp_path):
   assert strip.shape[:2] == (2 + 128 + 2, 2 + 3 * (128 + 2))
   np.testing.assert_allclose(strip[2:130:8, 262:390:8], res["frames"][2], atol=1 / 255)
   assert not np.allclose(res["frames"][0], res["frames"][2])  # the code drives the avatar
+  front = animate.animate(work, sub, str(tmp_path / "codes.npy"), out, yaw=0.0)
+  np.testing.assert_allclose(front["c2w"][:, :3, 3] / np.linalg.norm(front["c2w"][0, :3, 3]),
+                             [[np.cos(np.radians(5)), 0, np.sin(np.radians(5))]] * 3,
+                             atol=1e-5)  # on the face axis +x, 5 degrees up
   (tmp_path / "bad.json").write_text("[[1, 2, 3]]")
   with pytest.raises(ValueError, match=r"needs \[T, 8\]"):
     animate.animate(work, sub, str(tmp_path / "bad.json"), out)
