@@ -188,3 +188,11 @@ def test_no_nan_gradients_at_extreme_decays(block, dt_bias, a_log):
   gp, gu = _block_grad(m)(params, u * 5.0)
   for leaf in jax.tree.leaves((gp, gu)):
     assert np.all(np.isfinite(np.asarray(leaf)))
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_inclusive_cumsum_matches_numpy_in_float32(axis):
+  x = np.random.default_rng(0).normal(size=(5, 256, 7)).astype(np.float32) * 100.0
+  got = np.asarray(jax.jit(mamba2.inclusive_cumsum, static_argnums=1)(x, axis))
+  np.testing.assert_allclose(got, np.cumsum(x.astype(np.float64), axis=axis),
+                             rtol=1e-5, atol=2e-3)

@@ -34,19 +34,38 @@ from lrm_jax.models import layers
 # ----------------------------------------------------------------------------------------
 
 
+def inclusive_cumsum(x: jax.Array, axis: int) -> jax.Array:
+  """``jnp.cumsum(x, axis)`` as a product with a triangular matrix of ones (full float32
+  precision).
+
+  On TPU ``jnp.cumsum`` lowers to a reduce-window that the compiler unrolls: in the paper
+  Long-LRM step the SSD's cumulative sums over 256-token chunks became fusions of ~600k
+  instructions each, growing with the number of chunks, and the compile outgrew a 24 GiB
+  host. A ``[T, T]`` product is a fixed-size MXU loop at ``T^2`` multiply-adds per row (T
+  is a chunk or the number of chunks here).
+  """
+  axis = axis % x.ndim
+  t = x.shape[axis]
+  upper = jnp.triu(jnp.ones((t, t), x.dtype))  # upper[k, i] = 1 for k <= i
+  out = jnp.einsum("...k,ki->...i", jnp.moveaxis(x, axis, -1), upper,
+                   precision=jax.lax.Precision.HIGHEST)
+  return jnp.moveaxis(out, -1, axis)
+
+
 def segsum(a: jax.Array) -> jax.Array:
   """``a [..., T] -> [..., T, T]``: ``out[i, j] = a[j+1] + ... + a[i]`` for ``j <= i`` (0 on
   the diagonal), ``-inf`` above it.
 
   A masked cumulative sum: no difference of two running sums (which cancels badly when
   the sums are large), and ``-inf`` is set before any ``exp`` so ``exp(segsum)`` is exactly
-  0 above the diagonal with zero (not NaN) gradients.
+  0 above the diagonal with zero (not NaN) gradients. The sum is :func:`inclusive_cumsum`
+  (a triangular product, ``T^3`` multiply-adds per ``[T, T]``).
   """
   t = a.shape[-1]
   x = jnp.broadcast_to(a[..., :, None], a.shape + (t,))  # [..., T(i), T(j)]: a[i]
   strictly_lower = jnp.tril(jnp.ones((t, t), bool), -1)  # i > j
   x = jnp.where(strictly_lower, x, 0.0)
-  s = jnp.cumsum(x, axis=-2)  # s[i, j] = sum_{j < k <= i} a[k]
+  s = inclusive_cumsum(x, axis=-2)  # s[i, j] = sum_{j < k <= i} a[k]
   return jnp.where(jnp.tril(jnp.ones((t, t), bool)), s, -jnp.inf)
 
 
@@ -92,8 +111,11 @@ def ssd(x: jax.Array, dt: jax.Array, a: jax.Array, b: jax.Array, c: jax.Array,
   c = c.reshape(bt, nc, q, g, n)
   xdt = x * dt[..., None]  # [Bt, C, Q, G, R, P]
   decay = jnp.transpose(dt * f32(a).reshape(g, r), (0, 3, 4, 1, 2))  # [Bt, G, R, C, Q]
-  a_cum = jnp.cumsum(decay, axis=-1)  # [Bt, G, R, C, Q]
-  seg = segsum(decay)  # [Bt, G, R, C, Q(l), Q(s)]
+  a_cum = inclusive_cumsum(decay, axis=-1)  # [Bt, G, R, C, Q]
+  # Within a chunk the segment sums are differences of the running sum (Q^2, not the Q^3
+  # of segsum's masked sum; a chunk's sums stay small), -inf above the diagonal.
+  causal = jnp.tril(jnp.ones((q, q), bool))
+  seg = jnp.where(causal, a_cum[..., :, None] - a_cum[..., None, :], -jnp.inf)  # [.., Q, Q]
   # 1. Within each chunk: y_l = sum_{s <= l} (C_l . B_s) exp(c_l - c_s) X_s.
   y_diag = jnp.einsum("bclgn,bcsgn,bgrcls,bcsgrp->bclgrp", c, b, jnp.exp(seg), xdt)
   # 2. Each chunk's final state: sum_s exp(c_end - c_s) X_s B_s^T (the last row of seg).
