@@ -271,6 +271,9 @@ def test_expression_field_moves_each_view_from_its_own_code_to_the_target(micro)
   with pytest.raises(ConfigError, match="field_fraction"):
     avat3r.field_points(load_config("configs/avat3r.py:micro",
                                     ["model.field_fraction=0.0"]).model, 10)
+  with pytest.raises(ConfigError, match="mask_gaussians"):
+    avat3r.field_points(load_config("configs/avat3r.py:micro",
+                                    ["model.mask_gaussians=False"]).model, 10)
   # A view already at the target expression is not moved: with every view's own code set to
   # the target, the avatar is that of a model without the field.
   same = dict(inputs, expression=inputs["target_expression"])

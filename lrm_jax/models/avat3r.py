@@ -20,10 +20,10 @@ what to undo. With ``field_width`` > 0 (ours; needs ``input_codes``) an expressi
 adds ``field(p, target code) - field(p, the view's own code)`` to each pixel's raw offset,
 colour and opacity: a change that depends on where the point is on the head, zero for a
 view already at the target expression (evaluated only at the ``field_fraction`` share of
-pixels of highest mask: off the mask the Gaussians are transparent). Avat3r has no public code; sizes follow
-REFERENCES.md where it gives them (8 self- + 8 cross-attention layers, 4 expression tokens,
-512^2 inputs); the position maps come from the data (exact for the synthetic heads;
-DUSt3R's in the paper); Sapiens features are not used.
+pixels of highest mask: off the mask the Gaussians are transparent). Avat3r has no public
+code; sizes follow REFERENCES.md where it gives them (8 self- + 8 cross-attention layers,
+4 expression tokens, 512^2 inputs); the position maps come from the data (exact for the
+synthetic heads; DUSt3R's in the paper); Sapiens features are not used.
 """
 
 from __future__ import annotations
@@ -277,8 +277,9 @@ class Model(family.FamilyModel):
 
     With ``field_fraction`` < 1 the field is evaluated at the ``ceil(field_fraction * N)``
     pixels of highest input mask (of ``N = V*H*W``) and the change is 0 at the others: off
-    the mask a Gaussian is transparent whatever the field says, so this is exact while the
-    head covers at most that share of the input pixels (the synthetic heads cover <= 0.37).
+    the mask a Gaussian is transparent whatever the field says (``mask_gaussians``), so this
+    is exact while the head covers at most that share of the input pixels (the synthetic
+    heads cover about a third: 0.32 on average, 0.37 at most in 30 examples).
     """
     pos = inputs["positions"]  # [B, V, H, W, 3]
     b, v, h, w, _ = pos.shape
@@ -336,6 +337,9 @@ def field_points(config, num_pixels: int) -> int:
   fraction = float(config.get("field_fraction", 1.0))
   if not 0.0 < fraction <= 1.0:
     raise ConfigError(f"model.field_fraction must be in (0, 1], got {fraction}.")
+  if fraction < 1.0 and not config.mask_gaussians:
+    raise ConfigError("model.field_fraction < 1 needs model.mask_gaussians (the pixels left "
+                      "out must be transparent).")
   return min(num_pixels, max(1, math.ceil(fraction * num_pixels)))
 
 

@@ -40,9 +40,9 @@ def inclusive_cumsum(x: jax.Array, axis: int) -> jax.Array:
 
   On TPU ``jnp.cumsum`` lowers to a reduce-window that the compiler unrolls: in the paper
   Long-LRM step the SSD's cumulative sums over 256-token chunks became fusions of ~600k
-  instructions each, growing with the number of chunks, and the compile outgrew a 24 GiB
-  host. A ``[T, T]`` product is a fixed-size MXU loop at ``T^2`` multiply-adds per row (T
-  is a chunk or the number of chunks here).
+  instructions each, growing with the number of chunks (README "Long-LRM"). A ``[T, T]``
+  product is a plain matmul at ``T`` multiply-adds per output (``T`` is a chunk or the
+  number of chunks here).
   """
   axis = axis % x.ndim
   t = x.shape[axis]
@@ -113,7 +113,7 @@ def ssd(x: jax.Array, dt: jax.Array, a: jax.Array, b: jax.Array, c: jax.Array,
   decay = jnp.transpose(dt * f32(a).reshape(g, r), (0, 3, 4, 1, 2))  # [Bt, G, R, C, Q]
   a_cum = inclusive_cumsum(decay, axis=-1)  # [Bt, G, R, C, Q]
   # Within a chunk the segment sums are differences of the running sum (Q^2, not the Q^3
-  # of segsum's masked sum; a chunk's sums stay small), -inf above the diagonal.
+  # of segsum's masked sum; rounding relative to one chunk's sums), -inf above the diagonal.
   causal = jnp.tril(jnp.ones((q, q), bool))
   seg = jnp.where(causal, a_cum[..., :, None] - a_cum[..., None, :], -jnp.inf)  # [.., Q, Q]
   # 1. Within each chunk: y_l = sum_{s <= l} (C_l . B_s) exp(c_l - c_s) X_s.
