@@ -157,8 +157,8 @@ def test_paper_variant_shapes_without_arrays():
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("LRM_LONG_LRM_TPU"),
-                    reason="5.6 min of TPU compile on a shared 2-core CPU (passed at commit "
-                           "time); set LRM_LONG_LRM_TPU=1 to run it")
+                    reason="1.5-6 min of TPU compile on a 2-core CPU (passed at commit "
+                           "time: 85 s alone on 2026-12-07); set LRM_LONG_LRM_TPU=1 to run it")
 def test_paper_architecture_step_compiles_for_tpu_v5e():
   """The paper's processor (24 blocks, widths 256/1024, d_state 256, scanned + remat, bf16)
   and the Pallas splatting kernel in one train step for a v5e 2x2 slice (FSDP over 4
