@@ -7,7 +7,8 @@ import pytest
 
 from configs import grm
 from lrm_jax import cameras as cam
-from lrm_jax.data import pipeline, sources, tfds_builder
+from lrm_jax.data import pipeline, sources, tfds_builder, view_sampling
+from lrm_jax.errors import ConfigError
 
 
 class ToySource:
@@ -103,8 +104,13 @@ def test_strided_crops_are_every_kth_pixel_with_the_same_rays():
                           5, 5)
       for want, got in zip(full, ours):
         np.testing.assert_allclose(got, want[t:t + 13:3, l:l + 13:3], atol=1e-5)
-  with pytest.raises(ValueError, match="target_crop_stride=4"):
+  with pytest.raises(ConfigError, match="target_crop_stride=4"):
     next(pipeline.make_iterator(toy_config(target_crop=5, target_crop_stride=4), source=src))
+  with pytest.raises(ConfigError, match="target_crop_stride must be >= 1, got 0"):
+    next(pipeline.make_iterator(toy_config(target_crop=5, target_crop_stride=0), source=src))
+  # Refused where the sampler is made, before any example is read.
+  with pytest.raises(ConfigError, match="does not fit in 16x16"):
+    view_sampling.ViewSampler(1, 1, 16, 16, target_crop=7, crop_stride=3)
 
 
 def test_views_are_distinct_per_example():

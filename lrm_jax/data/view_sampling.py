@@ -117,6 +117,21 @@ class ViewSampler:
   # over (target_crop - 1) * crop_stride + 1 pixels (1: a contiguous window).
   crop_stride: int = 1
 
+  def __post_init__(self):
+    """Refuses a crop stride below 1 and a crop that does not fit the target size here,
+    before any example is read (not later inside the data pipeline's workers)."""
+    if int(self.crop_stride) < 1:
+      raise ConfigError(f"data.target_crop_stride must be >= 1, got {self.crop_stride}.")
+    if self.target_crop and not self.fixed_views:
+      h, w = cam.image_hw(self.target_size)
+      span = (self.target_crop - 1) * int(self.crop_stride) + 1
+      if span > min(h, w):
+        strided = (f" (at data.target_crop_stride={self.crop_stride}: {span} pixels)"
+                   if self.crop_stride > 1 else "")
+        raise ConfigError(f"data.target_crop={self.target_crop}{strided} does not fit in "
+                          f"{w}x{h} (width x height) target views (data.target_size / "
+                          "input_hw).")
+
   def __call__(self, example: dict, rng: np.random.Generator) -> dict:
     v = example["images"].shape[0]
     need = self.num_input + self.num_target
@@ -157,7 +172,7 @@ class ViewSampler:
     intr = cam.resize_intrinsics(ex["intrinsics"][idx], src_hw, (h, w))
     out = {"images": images, "masks": masks, "c2w": ex["c2w"][idx].astype(np.float32),
            "depths": np.stack([resize_depth(ex["depths"][i], (h, w)) for i in idx])}
-    stride = max(int(self.crop_stride), 1)
+    stride = int(self.crop_stride)
     span = (crop - 1) * stride + 1 if crop else 0  # pixels a crop covers along each axis
     if crop and (stride > 1 or span < max(h, w)):
       if span > min(h, w):
