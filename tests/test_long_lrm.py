@@ -36,6 +36,18 @@ def test_runs_split_at_the_merge():
     long_lrm.runs("mx", 1)
 
 
+def test_batch_spec_refuses_views_that_do_not_tokenize():
+  from lrm_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  bad = load_config("configs/long_lrm.py:micro", ["data.input_hw=(24,32)"])
+  with pytest.raises(ConfigError, match=r"32x24 .* multiples of 16 \(model.patch 8, x 2"):
+    family.get(bad).batch_spec(bad)
+  # Without the token merge a multiple of the patch is enough.
+  no_merge = load_config("configs/long_lrm.py:micro", ["data.input_hw=(24,32)",
+                                                       "model.merge_after=0"])
+  spec = family.get(no_merge).batch_spec(no_merge)
+  assert spec["inputs"]["images"].shape[2:4] == (24, 32)
+
+
 def test_patchify_round_trip_and_order():
   x = jnp.arange(2 * 16 * 8 * 3, dtype=jnp.float32).reshape(2, 16, 8, 3)
   p = long_lrm.patchify(x, 4)

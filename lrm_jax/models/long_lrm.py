@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from lrm_jax import cameras as cam
+from lrm_jax.data import view_sampling
+from lrm_jax.errors import ConfigError
 from lrm_jax.models import family
 from lrm_jax.models import pixel_gaussians
 from lrm_jax.models import layers
@@ -365,5 +367,22 @@ def _note_depth_prior(config) -> None:
                     "(Long-LRM uses DepthAnything's; none is bundled).", source)
 
 
+def batch_spec(config, batch: int | None = None) -> dict:
+  """The shared batch spec, once the input views are known to tokenize: their height and
+  width must be multiples of ``model.patch`` (x 2 with the token merge). Checked here, when
+  the trainer, ``evaluate`` or ``reconstruct`` starts, not when the step is traced."""
+  m = config.model
+  h, w = view_sampling.view_hw(config.data, "inputs")
+  merges = any(merge for _, _, merge in runs(m.pattern, m.merge_after))
+  step = m.patch * (2 if merges else 1)
+  if h % step or w % step:
+    why = f"model.patch {m.patch}" + (", x 2 for the token merge" if merges else "")
+    raise ConfigError(f"Long-LRM: input views of {w}x{h} (width x height; data.input_hw or "
+                      f"data.input_size) must have sides that are multiples of {step} "
+                      f"({why}).")
+  return family.default_batch_spec(config, batch)
+
+
 FAMILY = family.Family(name="long_lrm", model=Model, model_config=model_config,
-                       variants=tuple(VARIANTS), regularizers=regularizers)
+                       variants=tuple(VARIANTS), batch_spec=batch_spec,
+                       regularizers=regularizers)
