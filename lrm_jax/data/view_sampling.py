@@ -122,15 +122,21 @@ class ViewSampler:
     before any example is read (not later inside the data pipeline's workers)."""
     if int(self.crop_stride) < 1:
       raise ConfigError(f"data.target_crop_stride must be >= 1, got {self.crop_stride}.")
-    if self.target_crop and not self.fixed_views:
-      h, w = cam.image_hw(self.target_size)
-      span = (self.target_crop - 1) * int(self.crop_stride) + 1
-      if span > min(h, w):
-        strided = (f" (at data.target_crop_stride={self.crop_stride}: {span} pixels)"
-                   if self.crop_stride > 1 else "")
-        raise ConfigError(f"data.target_crop={self.target_crop}{strided} does not fit in "
-                          f"{w}x{h} (width x height) target views (data.target_size / "
-                          "input_hw).")
+    self._crop_span(self.target_crop, *cam.image_hw(self.target_size))
+
+  def _crop_span(self, crop: int, h: int, w: int) -> int:
+    """Pixels a ``crop`` covers along each axis of an ``h x w`` view at ``crop_stride``, or
+    0 when the view is not cropped (no crop, or a contiguous one as large as the view).
+    Raises ConfigError naming the field when the crop does not fit."""
+    stride = int(self.crop_stride)
+    span = (crop - 1) * stride + 1 if crop else 0
+    if not crop or (stride == 1 and span >= max(h, w)):
+      return 0
+    if span > min(h, w):
+      strided = f" (at data.target_crop_stride={stride}: {span} pixels)" if stride > 1 else ""
+      raise ConfigError(f"data.target_crop={crop}{strided} does not fit in {w}x{h} "
+                        "(width x height) target views (data.target_size / input_hw).")
+    return span
 
   def __call__(self, example: dict, rng: np.random.Generator) -> dict:
     v = example["images"].shape[0]
@@ -173,13 +179,8 @@ class ViewSampler:
     out = {"images": images, "masks": masks, "c2w": ex["c2w"][idx].astype(np.float32),
            "depths": np.stack([resize_depth(ex["depths"][i], (h, w)) for i in idx])}
     stride = int(self.crop_stride)
-    span = (crop - 1) * stride + 1 if crop else 0  # pixels a crop covers along each axis
-    if crop and (stride > 1 or span < max(h, w)):
-      if span > min(h, w):
-        strided = (f" (at data.target_crop_stride={stride}: {span} pixels)"
-                   if stride > 1 else "")
-        raise ValueError(f"data.target_crop={crop}{strided} does not fit in {w}x{h} "
-                         "(width x height) target views.")
+    span = self._crop_span(crop, h, w)  # pixels a crop covers along each axis (0: none)
+    if span:
       tops = rng.integers(0, h - span + 1, size=len(idx))
       lefts = rng.integers(0, w - span + 1, size=len(idx))
       if self.crop_in_mask and not self.fixed_views:
