@@ -54,6 +54,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as pltriton
 
+from lrm_jax.render import scans
 from lrm_jax.render.segments import sorted_segment_sum
 from lrm_jax.render.splat_constants import ALPHA_MAX, ALPHA_MIN, T_MIN, TILE_SIZE
 
@@ -503,7 +504,7 @@ def _layout(tile_ranges, isect_gids, n_gauss: int, st: _Static):
   end = jnp.clip(tile_ranges[:, 1], start, m)
   cnt = end - start
   nch = (cnt + (chunk - 1)) // chunk
-  cstart = jnp.cumsum(nch) - nch
+  cstart = scans.running_sum(nch) - nch
   nch = jnp.clip(nc - cstart, 0, nch)  # only bites for overlapping (malformed) ranges
   cnt = jnp.minimum(cnt, nch * chunk)
   cend = cstart + nch  # non-decreasing

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lrm_jax.render import scans
 from lrm_jax.render.projection import Projected
 from lrm_jax.render.segments import sort_on_cpu_host
 from lrm_jax.render.splat_constants import TILE_SIZE
@@ -102,9 +103,9 @@ def _rank_of_slots(counts_sorted, capacity: int):
   ``r`` at ``start_r`` followed by a running maximum fills each run.
   """
   n = counts_sorted.shape[0]
-  start = jnp.cumsum(counts_sorted) - counts_sorted  # [N]
+  start = scans.running_sum(counts_sorted) - counts_sorted  # [N]
   marks = jnp.zeros((capacity,), jnp.int32).at[jnp.where(counts_sorted > 0, start, capacity)]
-  return jax.lax.cummax(marks.max(jnp.arange(n, dtype=jnp.int32), mode="drop")), start
+  return scans.running_max(marks.max(jnp.arange(n, dtype=jnp.int32), mode="drop")), start
 
 
 def _unrolled_under_vmap(fn, max_unrolled: int):

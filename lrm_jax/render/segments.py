@@ -7,9 +7,9 @@ the last bits of the gradients) changes from call to call. Here the rows are ins
 
   1. ordered by segment with a *stable* sort of the ids (a fixed order for fixed inputs;
      integer keys, so every sort implementation gives the same permutation),
-  2. summed by a segmented inclusive scan (``lax.associative_scan`` on (flag, value)
-     pairs: a fixed association order, and never a difference of a global prefix sum,
-     which would lose the precision of small segments next to large totals),
+  2. summed by a segmented inclusive scan (:func:`lrm_jax.render.scans.segmented_cumsum`:
+     a fixed association order, and never a difference of a global prefix sum, which
+     would lose the precision of small segments next to large totals),
   3. read at each segment's last row, found by a binary search of the sorted ids.
 
 On a single CPU device (``host_sort``) NumPy does the same on the host: a stable argsort
@@ -30,6 +30,8 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from lrm_jax.render.scans import segmented_cumsum
 
 def _usable_cpus() -> int:
   """CPUs this process may run on (its affinity mask; the CPU count where unknown)."""
@@ -80,28 +82,6 @@ def stable_argsort(keys, host_sort: bool = False):
   return sort_on_cpu_host(
       keys, lambda k: np.argsort(k, axis=-1, kind="stable").astype(np.int32),
       lambda k: jax.lax.sort((k, index), num_keys=1, is_stable=True)[1], host_sort)
-
-
-def _combine(a, b):
-  """Segmented-scan operator on ``(starts_here, value)`` pairs (associative)."""
-  fa, va = a
-  fb, vb = b
-  return fa | fb, jnp.where(fb, vb, va + vb)
-
-
-def segmented_cumsum(values, starts):
-  """Inclusive cumulative sums along the last axis that restart where ``starts`` is set.
-
-  Args:
-    values: ``[..., M]`` float.
-    starts: ``[M]`` bool, True at the first row of each segment.
-  Returns:
-    ``[..., M]``: at row ``i``, the sum of the rows from its segment's first row to ``i``,
-    associated as ``lax.associative_scan``'s fixed tree (rows of other segments never
-    enter, so small segments keep their precision).
-  """
-  flags = jnp.broadcast_to(starts, values.shape)
-  return jax.lax.associative_scan(_combine, (flags, values), axis=values.ndim - 1)[1]
 
 
 def _sum_sorted_xla(values, ids, n: int):
