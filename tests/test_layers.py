@@ -207,3 +207,23 @@ def test_gelu_is_exact_gelu_against_float64_and_jax_nn():
   ours = jax.vmap(jax.grad(layers.gelu))(jnp.asarray(x))
   theirs = jax.vmap(jax.grad(lambda v: jax.nn.gelu(v, approximate=False)))(jnp.asarray(x))
   np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), atol=1e-6)
+
+
+@pytest.mark.parametrize("t,impl", [(40, "auto"), (40, "plain"), (layers.FLASH_MIN_TOKENS + 2,
+                                                                   "auto")])
+def test_attention_ignores_keys_past_num_keys(t, impl):
+  """Padding keys (``num_keys``): the same outputs and gradients as without them, on the
+  one-block, plain and blockwise paths; nothing flows back into the padding."""
+  kq, kk, kv, kc = jax.random.split(jax.random.key(t), 4)
+  q, k, v = (2.0 * jax.random.normal(x, (1, t, 2, 8)) for x in (kq, kk, kv))
+  cot = jax.random.normal(kc, q.shape)
+  real = t - 7
+  attend = lambda n: lambda q_, k_, v_: jnp.sum(
+      layers.scaled_dot_product_attention(q_, k_, v_, impl, n) * cot)
+  want = jax.value_and_grad(attend(0), argnums=(0, 1, 2))(q, k[:, :real], v[:, :real])
+  got = jax.value_and_grad(attend(real), argnums=(0, 1, 2))(q, k, v)
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+  np.testing.assert_allclose(got[1][0], want[1][0], atol=3e-5, rtol=1e-5)
+  for g, w in zip(got[1][1:], want[1][1:]):
+    np.testing.assert_allclose(g[:, :real], w, atol=3e-5, rtol=1e-5)
+    np.testing.assert_array_equal(g[:, real:], 0.0)

@@ -96,6 +96,28 @@ def test_one_gaussian_per_input_pixel_at_the_initial_distance(micro):
   assert err.mean() < 0.04 and err.max() < 0.2
 
 
+def test_token_padding_changes_no_gaussian(micro):
+  """``model.token_multiple`` pads the sequence (before and after the merge) with tokens
+  that Mamba2 and attention ignore: the same Gaussians and gradients as without."""
+  config, model, batch, params, g = micro
+  padded_config = config.copy_and_resolve_references()
+  padded_config.model.token_multiple = 128
+  padded = family.get(padded_config).build(padded_config)
+
+  def loss(mod):
+    def fn(p):
+      out = mod.apply({"params": p}, batch["inputs"], method=mod.reconstruct)
+      return sum(jnp.sum(jnp.sin(x)) for x in jax.tree.leaves(out)), out
+    return jax.jit(jax.value_and_grad(fn, has_aux=True))
+
+  (_, want), want_grads = loss(model)(params)
+  (_, got), got_grads = loss(padded)(params)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
 def test_activation_constants():
   raw = jnp.zeros((1, long_lrm.channels(3)))
   ones = jnp.ones((1, 3)) / np.sqrt(3.0)

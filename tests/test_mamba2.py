@@ -196,3 +196,24 @@ def test_inclusive_cumsum_matches_numpy_in_float32(axis):
   got = np.asarray(jax.jit(mamba2.inclusive_cumsum, static_argnums=1)(x, axis))
   np.testing.assert_allclose(got, np.cumsum(x.astype(np.float64), axis=axis),
                              rtol=1e-5, atol=2e-3)
+
+
+def test_padding_tokens_change_no_other_token_in_either_direction(block):
+  """Tokens appended as padding (``valid_tokens``) are invisible to the real ones: the
+  reverse scan meets them first, so only the masking keeps its state (and conv) clean."""
+  m, params, u = block
+  padded_u = jnp.concatenate([u, 3.0 * jnp.ones((2, 6, 8))], axis=1)  # 11 real + 6 padding
+  padded = m.clone(valid_tokens=u.shape[1])
+  want = jax.jit(m.apply)({"params": params}, u)
+  got = jax.jit(padded.apply)({"params": params}, padded_u)
+  np.testing.assert_allclose(got[:, :u.shape[1]], want, rtol=1e-5, atol=1e-5)
+  # Without the mask the padding leaks into the real tokens (so the test can fail).
+  leaky = jax.jit(m.apply)({"params": params}, padded_u)[:, :u.shape[1]]
+  assert float(jnp.max(jnp.abs(leaky - want))) > 1e-2
+  # Gradients of a loss on the real tokens: equal, and none reaches the padding's inputs.
+  loss = lambda mod: lambda p, x: jnp.sum(mod.apply({"params": p}, x)[:, :u.shape[1]] ** 2)
+  gp_want, _ = jax.grad(loss(m), argnums=(0, 1))(params, u)
+  gp_got, gu_got = jax.grad(loss(padded), argnums=(0, 1))(params, padded_u)
+  for a, b in zip(jax.tree.leaves(gp_got), jax.tree.leaves(gp_want)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  np.testing.assert_array_equal(gu_got[:, u.shape[1]:], 0.0)

@@ -181,11 +181,13 @@ class Attention(nn.Module):
   """Multi-head attention ``[B, Tq, D] x [B, Tk, D] -> [B, Tq, D]`` (self when kv is None).
 
   ``impl``: ``"auto"`` or ``"plain"`` (see :func:`scaled_dot_product_attention`).
+  ``num_keys``: keys from this one on are padding and ignored (0: none are).
   """
 
   num_heads: int
   dtype: Dtype = jnp.float32
   impl: str = "auto"
+  num_keys: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array, kv: jax.Array | None = None) -> jax.Array:
@@ -210,7 +212,7 @@ class Attention(nn.Module):
     v = dense_einsum("bsd,dnh->bsnh", kv, v_w, dt) + v_b
     q = constrain(q, ("batch", "tokens", "heads", "kv"))
     out = scaled_dot_product_attention(q.astype(dt), k.astype(dt), v.astype(dt),
-                                       self.impl)  # [B, T, N, H]
+                                       self.impl, self.num_keys)  # [B, T, N, H]
     return dense_einsum("btnh,nhd->btd", out, o_w, dt) + o_b
 
 
@@ -218,7 +220,7 @@ ATTENTION_IMPLS = ("auto", "plain")
 
 
 def scaled_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
-                                 impl: str = "auto") -> jax.Array:
+                                 impl: str = "auto", num_keys: int = 0) -> jax.Array:
   """Softmax attention: ``q [B, T, N, H]``, ``k, v [B, S, N, H]`` -> ``[B, T, N, H]``.
 
   What ``jax.nn.dot_product_attention`` computes (to ~1e-5; scores and softmax in float32
@@ -234,6 +236,9 @@ def scaled_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
   cheaper backward. ``impl="plain"`` computes every case the plain way (the scores whole,
   no recomputation in the backward): ``bench/train_step.py`` counts FLOPs that way
   (``model.attention=plain``). Figures: bench/RESULTS.md.
+
+  ``num_keys`` > 0: only the first ``num_keys`` keys are attended to (the rest are padding
+  that aligns the sequence, e.g. Long-LRM's on TPU).
   """
   if impl not in ATTENTION_IMPLS:
     raise ValueError(f"attention impl must be one of {ATTENTION_IMPLS}, got {impl!r}.")
@@ -248,9 +253,10 @@ def scaled_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
     # Queries padded to whole blocks (e.g. 32 views' tokens + 2 global tokens): the padded
     # rows' outputs are dropped, so they add nothing to the keys' and values' gradients.
     qf = jnp.pad(f32(q), ((0, 0), (0, -t % block), (0, 0)))
-    out = _flash_attention(qf, f32(k), f32(v), block)[:, :t].astype(v.dtype)
+    out = _flash_attention(qf, f32(k), f32(v), block, num_keys)[:, :t].astype(v.dtype)
   else:
     scores = jnp.einsum("xth,xsh->xts", flat(q), flat(k), preferred_element_type=jnp.float32)
+    scores = _mask_keys(scores, num_keys, axis=2)
     scores = scores - jax.lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True))
     weights = jnp.exp(scores)  # [B * N, T, S], unnormalised, float32
     out = jnp.einsum("xts,xsh->xth", weights.astype(v.dtype), flat(v),
@@ -277,18 +283,28 @@ def _merge_query_blocks(x: jax.Array) -> jax.Array:
   return x.reshape((x.shape[0], -1) + x.shape[3:])
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, block: int) -> jax.Array:
+def _mask_keys(scores: jax.Array, num_keys: int, axis: int) -> jax.Array:
+  """``scores`` with the keys (along ``axis``) from ``num_keys`` on set to -inf."""
+  if num_keys <= 0 or num_keys >= scores.shape[axis]:
+    return scores
+  key = jax.lax.broadcasted_iota(jnp.int32, scores.shape, axis)
+  return jnp.where(key < num_keys, scores, -jnp.inf)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, block: int,
+                     num_keys: int = 0) -> jax.Array:
   """``softmax(q k^T) v`` for ``q [X, T, H]`` (already scaled), ``k, v [X, S, H]``, one block
   of queries at a time (FlashAttention's algorithm, exact): the forward keeps only the
   output and each query's log-sum-exp, and the backward recomputes each block's weights,
-  so the ``[X, T, S]`` scores never exist at once and each block's stay in cache."""
-  return _flash_forward(q, k, v, block)[0]
+  so the ``[X, T, S]`` scores never exist at once and each block's stay in cache. Keys from
+  ``num_keys`` on are ignored (0: none)."""
+  return _flash_forward(q, k, v, block, num_keys)[0]
 
 
-def _flash_forward(q, k, v, block):
+def _flash_forward(q, k, v, block, num_keys):
   def one_block(qb):  # [X, Q, H]
-    s = jnp.einsum("xqh,xsh->xqs", qb, k)
+    s = _mask_keys(jnp.einsum("xqh,xsh->xqs", qb, k), num_keys, axis=2)
     m = jnp.max(s, -1, keepdims=True)
     p = jnp.exp(s - m)
     total = jnp.sum(p, -1, keepdims=True)
@@ -298,7 +314,7 @@ def _flash_forward(q, k, v, block):
   return out, (q, k, v, out, lse)
 
 
-def _flash_backward(block, res, d_out):
+def _flash_backward(block, num_keys, res, d_out):
   q, k, v, out, lse = res
   delta = jnp.sum(d_out * out, -1)  # [X, T]: rowsum(dP * P) of the softmax backward
 
@@ -308,7 +324,8 @@ def _flash_backward(block, res, d_out):
     # Each block's weights are formed transposed, [X, S, Q], so that dv and dk are plain
     # products rather than ones contracting the query axis of [X, Q, S] (XLA:CPU runs
     # those at ~40% speed); dq takes one materialised transpose back.
-    pt = jnp.exp(jnp.einsum("xsh,xqh->xsq", k, qb) - lseb[:, None, :])  # [X, S, Q]
+    st = _mask_keys(jnp.einsum("xsh,xqh->xsq", k, qb), num_keys, axis=1)
+    pt = jnp.exp(st - lseb[:, None, :])  # [X, S, Q]
     dv = dv + jnp.einsum("xsq,xqh->xsh", pt, dob)
     dst = pt * (jnp.einsum("xsh,xqh->xsq", v, dob) - deltab[:, None, :])
     dk = dk + jnp.einsum("xsq,xqh->xsh", dst, qb)
@@ -348,11 +365,13 @@ class TransformerBlock(nn.Module):
   mlp_ratio: float = 4.0
   dtype: Dtype = jnp.float32
   attention: str = "auto"  # Attention.impl
+  valid_tokens: int = 0  # tokens from this one on are padding (0: none are)
 
   @nn.compact
   def __call__(self, x: jax.Array, _=None):
     x = constrain(x, ("batch", "tokens", "embed"))
-    x = x + Attention(self.num_heads, self.dtype, self.attention, name="attn")(
+    x = x + Attention(self.num_heads, self.dtype, self.attention, self.valid_tokens,
+                      name="attn")(
         LayerNorm(name="ln1")(x))
     x = x + Mlp(int(x.shape[-1] * self.mlp_ratio), self.dtype, name="mlp")(
         LayerNorm(name="ln2")(x))

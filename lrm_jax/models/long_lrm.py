@@ -118,6 +118,10 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   c.scan = variant == "paper"
   c.dtype = "bfloat16" if variant == "paper" else "float32"
   c.attention = "auto"
+  # The token sequence (2 global tokens + the image tokens) padded to a multiple of this
+  # with tokens that no other token sees (Mamba2 and attention ignore them): aligned
+  # lengths spare the TPU relayouts of [.., 2 + V h w, ..] arrays (1: no padding).
+  c.token_multiple = 256 if variant == "paper" else 1
   # Gaussian activations (Long-LRM's constants).
   c.max_dist = MAX_DIST
   c.scale_bias = SCALE_BIAS
@@ -184,6 +188,12 @@ def patchify(x: jax.Array, p: int) -> jax.Array:
     raise ValueError(f"Long-LRM: image {h}x{w} is not divisible by the patch size {p}.")
   x = x.reshape(n, h // p, p, w // p, p, c)
   return jnp.transpose(x, (0, 1, 3, 2, 4, 5)).reshape(n, h // p, w // p, p * p * c)
+
+
+def pad_tokens(x: jax.Array, multiple: int) -> jax.Array:
+  """``[B, T, D] -> [B, ceil(T / multiple) * multiple, D]``, zeros appended."""
+  pad = -x.shape[1] % max(int(multiple), 1)
+  return jnp.pad(x, ((0, 0), (0, pad), (0, 0))) if pad else x
 
 
 def unpatchify(x: jax.Array, p: int) -> jax.Array:
@@ -259,23 +269,27 @@ class Model(family.FamilyModel):
         nn.initializers.normal(0.02), (None, "embed")), (2, c.width))
     x = jnp.concatenate([jnp.broadcast_to(glob, (b, 2, c.width)), x], axis=1)
     x = layers.LayerNorm(use_affine=True, name="ln_in")(x)
+    valid = x.shape[1]  # 2 + V h w real tokens, then padding
+    x = pad_tokens(x, c.token_multiple)
     width = c.width
     for i, (kind, count, merge) in enumerate(runs(c.pattern, c.merge_after)):
       if kind == "m":
         args = (c.d_state, c.d_conv, c.expand, c.mamba_head_dim, c.ngroups, c.ssd_chunk,
-                True, dtype)
+                True, dtype, valid)
         block = mamba2.MambaBlock
       else:
         if width % c.head_dim:
           raise ValueError(f"Long-LRM: width {width} is not divisible by head_dim "
                            f"{c.head_dim}.")
-        args = (width // c.head_dim, c.mlp_ratio, dtype, c.attention)
+        args = (width // c.head_dim, c.mlp_ratio, dtype, c.attention, valid)
         block = layers.TransformerBlock
       x = Run(block, args, count, c.remat_policy, c.scan and count > 1, name=f"run_{i}")(x)
       if merge:
-        x = TokenMerge(v, h, w, name="merge")(x)
+        x = TokenMerge(v, h, w, name="merge")(x[:, :valid])
+        valid = x.shape[1]
+        x = pad_tokens(x, c.token_multiple)
         h, w, p, width = h // 2, w // 2, 2 * p, 4 * width
-    x = layers.LayerNorm(name="ln_out")(x[:, 2:])  # [B, V h w, D]: global tokens dropped
+    x = layers.LayerNorm(name="ln_out")(x[:, 2:valid])  # [B, V h w, D]: global tokens dropped
     ch = 11 + 3 * sh_lib.num_sh_bases(c.sh_degree)
     per_pixel_bias = jnp.zeros((ch,)).at[ch - 5].set(1.0)  # rotation (1, 0, 0, 0)
     head = nn.Dense(p * p * ch, kernel_init=nn.with_logical_partitioning(

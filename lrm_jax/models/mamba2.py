@@ -206,7 +206,11 @@ def conv_init(fan_in: int):
 class Direction(nn.Module):
   """One scan direction's own parameters and computation: conv1d, dt_bias, A_log, D and the
   gated norm. ``zxbcdt [Bt, L, 2 d_inner + 2 G N + H]`` (in_proj output) -> ``[Bt, L,
-  d_inner]`` float32."""
+  d_inner]`` float32.
+
+  ``valid [L]`` bool (optional): False marks padding tokens. Their conv inputs are zero and
+  their step ``dt`` is 0, so the state passes them unchanged and unadded to (decay
+  ``exp(0 A) = 1``): the other tokens' outputs are those of the sequence without them."""
 
   d_inner: int
   d_state: int
@@ -220,7 +224,7 @@ class Direction(nn.Module):
   a_init_range: tuple = (1.0, 16.0)
 
   @nn.compact
-  def __call__(self, zxbcdt: jax.Array) -> jax.Array:
+  def __call__(self, zxbcdt: jax.Array, valid: jax.Array | None = None) -> jax.Array:
     di, n, g = self.d_inner, self.d_state, self.ngroups
     h = di // self.head_dim
     conv_dim = di + 2 * g * n
@@ -236,6 +240,8 @@ class Direction(nn.Module):
 
     zxbcdt = zxbcdt.astype(jnp.float32)
     z, xbc, dt = jnp.split(zxbcdt, [di, di + conv_dim], axis=-1)
+    if valid is not None:
+      xbc = jnp.where(valid[:, None], xbc, 0.0)
     xbc = jax.nn.silu(causal_conv1d(xbc, conv_w, conv_b))
     x, b, c = jnp.split(xbc, [di, di + g * n], axis=-1)
     bt, length = x.shape[:2]
@@ -243,6 +249,8 @@ class Direction(nn.Module):
     b = b.reshape(bt, length, g, n)
     c = c.reshape(bt, length, g, n)
     dt = jax.nn.softplus(dt + dt_bias)  # [Bt, L, H]
+    if valid is not None:
+      dt = jnp.where(valid[:, None], dt, 0.0)
     a = -jnp.exp(a_log)
     y = ssd(x, dt, a, b, c, self.chunk_size) + d_skip[:, None] * x
     return gated_rms_norm(y.reshape(bt, length, di), z, norm_w, g)
@@ -251,7 +259,8 @@ class Direction(nn.Module):
 class Mamba2(nn.Module):
   """The Mamba2 mixer ``[Bt, L, D] -> [Bt, L, D]``, bidirectional as Long-LRM when
   ``bidirectional`` (shared in/out projections, per-direction scan parameters, outputs
-  summed). No bias on the projections; the conv has one."""
+  summed). No bias on the projections; the conv has one. Tokens from ``valid_tokens`` on
+  are padding (0: none are), which changes no other token's output (:class:`Direction`)."""
 
   d_state: int = 256
   d_conv: int = 4
@@ -261,6 +270,7 @@ class Mamba2(nn.Module):
   chunk_size: int = 256
   bidirectional: bool = True
   dtype: layers.Dtype = jnp.float32
+  valid_tokens: int = 0
   dt_min: float = 0.001
   dt_max: float = 0.1
   dt_floor: float = 1e-4
@@ -285,15 +295,22 @@ class Mamba2(nn.Module):
     kw = dict(d_inner=di, d_state=self.d_state, d_conv=self.d_conv, head_dim=self.head_dim,
               ngroups=self.ngroups, chunk_size=self.chunk_size, dt_min=self.dt_min,
               dt_max=self.dt_max, dt_floor=self.dt_floor, a_init_range=self.a_init_range)
-    y = Direction(**kw, name="forward")(zxbcdt)  # [Bt, L, d_inner]
+    length = u.shape[1]
+    valid = None
+    if 0 < self.valid_tokens < length:
+      valid = jnp.arange(length) < self.valid_tokens  # [L]
+    y = Direction(**kw, name="forward")(zxbcdt, valid)  # [Bt, L, d_inner]
     if self.bidirectional:
-      y = y + jnp.flip(Direction(**kw, name="backward")(jnp.flip(zxbcdt, axis=1)), axis=1)
+      flip = lambda a: None if a is None else jnp.flip(a, axis=0)
+      y = y + jnp.flip(Direction(**kw, name="backward")(jnp.flip(zxbcdt, axis=1), flip(valid)),
+                       axis=1)
     return layers.dense_einsum("ble,ed->bld", y, w_out, self.dtype)
 
 
 class MambaBlock(nn.Module):
   """Long-LRM's Mamba block, ``x + Mamba2(RMSNorm(x))``; scan-compatible
-  ``(x [Bt, L, D], _) -> (x, None)``."""
+  ``(x [Bt, L, D], _) -> (x, None)``; tokens from ``valid_tokens`` on are padding (0: none
+  are)."""
 
   d_state: int = 256
   d_conv: int = 4
@@ -303,6 +320,7 @@ class MambaBlock(nn.Module):
   chunk_size: int = 256
   bidirectional: bool = True
   dtype: layers.Dtype = jnp.float32
+  valid_tokens: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array, _=None):
@@ -310,5 +328,6 @@ class MambaBlock(nn.Module):
     h = nn.RMSNorm(epsilon=1e-5, name="norm",
                    scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)))(x)
     x = x + Mamba2(self.d_state, self.d_conv, self.expand, self.head_dim, self.ngroups,
-                   self.chunk_size, self.bidirectional, self.dtype, name="mixer")(h)
+                   self.chunk_size, self.bidirectional, self.dtype, self.valid_tokens,
+                   name="mixer")(h)
     return x.astype(jnp.float32), None
