@@ -23,7 +23,7 @@ LAYERS = {
     "lrm_jax.config_values": 1,
     "lrm_jax.config_defaults": 2, "lrm_jax.config_loading": 2, "lrm_jax.cameras": 2,
     "lrm_jax.parallel": 2, "lrm_jax.cli": 2,
-    "lrm_jax.representations": 3,
+    "lrm_jax.representations": 3, "lrm_jax.render.scans": 3,  # prefix scans (numbers only)
     "lrm_jax.io": 4, "lrm_jax.convert": 4,
     # Shared by the renderer and its kernels: constants and the segmented sums.
     "lrm_jax.render.splat_constants": 4, "lrm_jax.render.segments": 4,
