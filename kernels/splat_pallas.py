@@ -594,7 +594,9 @@ def _rasterize_bwd(st, res, cts):
   # Gaussian here, by a stable sort of the ids and a segmented scan (no atomics in the
   # kernel, no scatter-add outside), keeps the backward deterministic. The rows stay
   # [K, rows] (see _param_columns); invalid rows are dropped.
-  per_g = sorted_segment_sum(rows, jnp.where(valid, gid, n), n)  # [K, N]
+  # Rows of the scan (not one tree over all rows): the TPU compile of a tree grows with
+  # the number of intersections (render/scans.py).
+  per_g = sorted_segment_sum(rows, jnp.where(valid, gid, n), n, scan="rows")  # [K, N]
   stack = lambda cols: jnp.stack(cols, axis=-1)
   return (stack(per_g[0:2]), stack(per_g[2:5]), per_g[5], stack(per_g[_NGEOM:]), None, None)
 

@@ -84,13 +84,13 @@ def stable_argsort(keys, host_sort: bool = False):
       lambda k: jax.lax.sort((k, index), num_keys=1, is_stable=True)[1], host_sort)
 
 
-def _sum_sorted_xla(values, ids, n: int):
+def _sum_sorted_xla(values, ids, n: int, scan: str):
   """:func:`sorted_segment_sum` along the last axis in XLA (ids already in ``[0, n]``)."""
   order = stable_argsort(ids)  # [M]
   ids = ids[order]
   vals = jnp.take(values, order, axis=-1)
   starts = jnp.concatenate([jnp.ones((1,), bool), ids[1:] != ids[:-1]])
-  sums = segmented_cumsum(vals, starts)  # [..., M]
+  sums = segmented_cumsum(vals, starts, scan)  # [..., M]
   bounds = jnp.searchsorted(ids, jnp.arange(n + 1, dtype=jnp.int32), side="left")  # [N+1]
   last = jnp.maximum(bounds[1:] - 1, 0)
   out = jnp.take(sums, last, axis=-1)
@@ -120,7 +120,7 @@ def _sum_sorted_numpy(values, ids, num_rows, n: int, axis: int):
 
 
 def sorted_segment_sum(values, segment_ids, num_segments: int, *, axis: int = -1,
-                       host_sort: bool = False, num_rows=None):
+                       host_sort: bool = False, num_rows=None, scan: str = "tree"):
   """``jax.ops.segment_sum`` along ``axis``, without scatter-adds (deterministic).
 
   Args:
@@ -136,6 +136,8 @@ def sorted_segment_sum(values, segment_ids, num_segments: int, *, axis: int = -1
       by float32 rounding.
     num_rows: optional ``[]`` int: rows from this one on are dropped (the host path
       then sorts only the rows before it: a static buffer's used part).
+    scan: the XLA path's segmented scan, ``"tree"`` or ``"rows"`` (for TPU programs:
+      :func:`lrm_jax.render.scans.segmented_cumsum`).
   Returns:
     ``values`` with ``axis`` replaced by ``N``: the per-segment sums (0 when empty).
   """
@@ -148,7 +150,7 @@ def sorted_segment_sum(values, segment_ids, num_segments: int, *, axis: int = -1
   ids = jnp.where((ids >= 0) & (ids < n) & (rows < num_rows), ids, n)
 
   def xla_fn(values, ids):
-    out = _sum_sorted_xla(jnp.moveaxis(values, axis, -1), ids, n)
+    out = _sum_sorted_xla(jnp.moveaxis(values, axis, -1), ids, n, scan)
     return jnp.moveaxis(out, -1, axis)
 
   if not host_work_allowed(host_sort):
