@@ -12,7 +12,7 @@ step's compile outgrew the host.
 Here a length-M axis is cut into rows of :data:`ROW` and scanned in two levels: within rows
 (``ROW``-long scans, or ``log2(ROW)`` shifted adds for the segmented sum), then across the
 rows' totals, recursively. Compiles of 1M and 8M elements take 1-2 s and ~0.5 GB either way.
-The integer scans give exactly ``jnp.cumsum`` / ``lax.cummax`` (and run 1.3-3x faster on
+The integer scans give exactly ``jnp.cumsum`` / ``lax.cummax`` (and run 1.3-3.4x faster on
 XLA:CPU). The segmented float sum has a fixed association either way; its rows form is for
 TPU programs: XLA:CPU runs its shifted adds ~15x slower than ``lax.associative_scan``
 (``method="tree"``, the default), so the CPU renderer keeps the tree.
