@@ -46,6 +46,9 @@ def test_batch_spec_refuses_views_that_do_not_tokenize():
                                                        "model.merge_after=0"])
   spec = family.get(no_merge).batch_spec(no_merge)
   assert spec["inputs"]["images"].shape[2:4] == (24, 32)
+  zero = load_config("configs/long_lrm.py:micro", ["model.token_multiple=0"])
+  with pytest.raises(ConfigError, match="model.token_multiple must be >= 1"):
+    family.get(zero).batch_spec(zero)
 
 
 def test_patchify_round_trip_and_order():

@@ -192,7 +192,7 @@ def patchify(x: jax.Array, p: int) -> jax.Array:
 
 def pad_tokens(x: jax.Array, multiple: int) -> jax.Array:
   """``[B, T, D] -> [B, ceil(T / multiple) * multiple, D]``, zeros appended."""
-  pad = -x.shape[1] % max(int(multiple), 1)
+  pad = -x.shape[1] % multiple
   return jnp.pad(x, ((0, 0), (0, pad), (0, 0))) if pad else x
 
 
@@ -386,6 +386,9 @@ def batch_spec(config, batch: int | None = None) -> dict:
   width must be multiples of ``model.patch`` (x 2 with the token merge). Checked here, when
   the trainer, ``evaluate`` or ``reconstruct`` starts, not when the step is traced."""
   m = config.model
+  if int(m.get("token_multiple", 1)) < 1:
+    raise ConfigError(f"model.token_multiple must be >= 1 (1: no padding), got "
+                      f"{m.token_multiple}.")
   h, w = view_sampling.view_hw(config.data, "inputs")
   merges = any(merge for _, _, merge in runs(m.pattern, m.merge_after))
   step = m.patch * (2 if merges else 1)
