@@ -33,6 +33,7 @@ import numpy as np
 
 from lrm_jax.render.scans import segmented_cumsum
 
+
 def _usable_cpus() -> int:
   """CPUs this process may run on (its affinity mask; the CPU count where unknown)."""
   try:
