@@ -16,6 +16,11 @@ The integer scans give exactly ``jnp.cumsum`` / ``lax.cummax`` (and run 1.3-3.4x
 XLA:CPU). The segmented float sum has a fixed association either way; its rows form is for
 TPU programs: XLA:CPU runs its shifted adds ~15x slower than ``lax.associative_scan``
 (``method="tree"``, the default), so the CPU renderer keeps the tree.
+
+Mamba2's float sums over short axes (a 256-token chunk, the chunks of a sequence) are the
+other TPU-compile-safe cumulative sum, :func:`lrm_jax.models.mamba2.inclusive_cumsum` (a
+triangular product at full float32 precision); these here are for long integer and
+segmented axes.
 """
 
 from __future__ import annotations
