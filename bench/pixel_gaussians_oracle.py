@@ -26,7 +26,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lrm_jax import cameras as cam  # noqa: E402
+from lrm_jax import cli  # noqa: E402
 from lrm_jax.config_loading import load_config  # noqa: E402
+from lrm_jax.errors import ConfigError  # noqa: E402
 from lrm_jax.data import pipeline, sources  # noqa: E402
 from lrm_jax.models import pixel_gaussians  # noqa: E402
 from lrm_jax.representations import gaussians as gs  # noqa: E402
@@ -66,8 +68,9 @@ def main() -> None:
   errors = {s: [] for s in args.scales}
   base = {"background": [], "nearest_view": []}
   for batch in pipeline.make_iterator(config, "eval", source=source):
-    if "depths" not in batch["inputs"]:
-      raise SystemExit(f"{args.config}: source {d.source!r} gives no depths.")
+    if not np.any(np.asarray(batch["inputs"].get("depths", 0.0)) > 0):
+      raise ConfigError(f"data.source={d.source!r} gives no depths (0 everywhere): the "
+                        "oracle needs a source with depth (synthetic, rooms, mesh).")
     cams = pipeline.batch_cameras(batch["targets"])
     target = batch["targets"]["images"]
     for s in args.scales:
@@ -91,4 +94,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  # A bad config, source or path: one line, not a traceback.
+  cli.report_user_errors(lambda argv: main(), prog="bench/pixel_gaussians_oracle.py")(sys.argv)
